@@ -1,0 +1,128 @@
+# lsq - build, test, install.
+#
+#   make              engine library (static + shared), CLI, pkg-config file -> build/
+#   make deps         install missing Debian packages (apt-get, as root)
+#   make test         everything: C unit tests, CLI tests, PyTorch comparisons
+#   make bench        engine vs ONNX Runtime, side by side (see README, Performance)
+#   make install      PREFIX=/usr/local
+#   make SANITIZE=address|undefined   instrumented build in build-<sanitizer>/
+#   make DEBUG=1      -O0 -g build in build-debug/
+
+CC      ?= gcc
+PREFIX  ?= /usr/local
+PYTHON  ?= /usr/bin/python3
+
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+
+BUILD := build
+OPT   := -O2
+ifdef DEBUG
+BUILD := build-debug
+OPT   := -O0 -g3
+endif
+ifdef SANITIZE
+BUILD := build-$(SANITIZE)
+OPT   := -O1 -g -fno-omit-frame-pointer -fsanitize=$(SANITIZE) -fno-sanitize-recover=all
+SAN_LDFLAGS := -fsanitize=$(SANITIZE)
+endif
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
+           -Wpointer-arith -Wvla -Wformat=2
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC $(WARN) -Iengine/include -Iengine/src -MMD -MP \
+           -fno-math-errno -fno-trapping-math
+LDLIBS  := -lopenblas -ljansson -lturbojpeg -lpng -lwebp -lz -lm -lpthread
+LDFLAGS += $(SAN_LDFLAGS)
+
+# One ISA per translation unit, chosen by the file name's suffix (XNNPACK style): no -march=native.
+ISA_avx512 := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c -mavx2 -mbmi2
+ISA_avx512vnni := $(ISA_avx512) -mavx512vnni
+ISA_avx2   := -mavx2 -mfma -mf16c
+
+ENGINE_SRC := $(sort $(wildcard engine/src/*.c engine/src/kernels/*.c))
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_SRC    := $(sort $(wildcard engine/cli/*.c))
+CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+LIB_A  := $(BUILD)/liblsq.a
+LIB_SO := $(BUILD)/liblsq.so
+CLI    := $(BUILD)/lsq
+PC     := $(BUILD)/lsq.pc
+
+.PHONY: all deps test test-unit test-cli test-torch bench install uninstall clean
+all: $(LIB_A) $(LIB_SO) $(CLI) $(PC) $(UNIT_BIN)
+
+$(BUILD)/obj/%__avx512.o: %__avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ISA_avx512) -c $< -o $@
+$(BUILD)/obj/%__avx512vnni.o: %__avx512vnni.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ISA_avx512vnni) -c $< -o $@
+$(BUILD)/obj/%__avx2.o: %__avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ISA_avx2) -c $< -o $@
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB_A): $(ENGINE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(LIB_SO): $(ENGINE_OBJ)
+	$(CC) -shared -Wl,-soname,liblsq.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(CLI): $(CLI_OBJ) $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB_A) $(LDLIBS)
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB_A) $(LDLIBS)
+$(PC): engine/lsq.pc.in Makefile
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define LSQ_VERSION "\(.*\)"/\1/p' engine/include/lsq.h)|' $< > $@
+
+# --- set-up -------------------------------------------------------------------------------------
+DEB_BUILD := gcc make pkg-config libopenblas-dev libjansson-dev libturbojpeg0-dev libpng-dev libwebp-dev \
+             zlib1g-dev libmicrohttpd-dev
+DEB_TEST  := python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist nodejs npm
+deps:
+	@missing=$$(for p in $(DEB_BUILD) $(DEB_TEST); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "make deps: installing $$missing"; \
+	    if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (apt-get)" >&2; exit 1; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "make deps: all packages present"; fi
+
+# --- tests --------------------------------------------------------------------------------------
+test: all
+	@tests/run.sh $(BUILD)
+test-unit: all
+	@tests/run.sh $(BUILD) unit
+test-cli: all
+	@tests/run.sh $(BUILD) cli
+test-torch: all
+	@tests/run.sh $(BUILD) torch
+
+bench: all
+	@tests/bench/bench.sh $(BUILD)
+
+# --- install ------------------------------------------------------------------------------------
+install: $(LIB_A) $(LIB_SO) $(CLI) $(PC)
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
+	install -m 644 engine/include/lsq.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/liblsq.so.0
+	ln -sf liblsq.so.0 $(DESTDIR)$(PREFIX)/lib/liblsq.so
+	install -m 644 $(PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/lsq.h $(DESTDIR)$(PREFIX)/lib/liblsq.* \
+	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/lsq.pc $(DESTDIR)$(PREFIX)/bin/lsq
+
+clean:
+	rm -rf build build-debug build-address build-undefined
+
+-include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

@@ -1,0 +1,160 @@
+/* lsq.h - public API of the lsq inference engine.
+ *
+ * The engine loads EfficientNet / MixNet checkpoints (safetensors, timm tensor names), plans the
+ * memory of a network for one input size, and runs it. It knows nothing about HTTP.
+ *
+ * Object model:
+ *   lsq_model    immutable after load: architecture, folded weights, labels, preprocessing.
+ *                One model can be shared by any number of sessions and threads.
+ *   lsq_session  a model planned for one input size: activation memory and a thread pool.
+ *                One session runs one inference at a time; give each worker thread its own.
+ *   lsq_image    a decoded 8-bit RGB image (JPEG, PNG or WebP).
+ *
+ * Ownership: the caller owns every buffer it passes in (inputs, outputs). Objects returned through
+ * an out-pointer are owned by the caller and released with the matching _free function.
+ * Errors: every fallible call returns an lsq_status and, when err is not NULL, fills err->msg with
+ * a sentence naming the file, tensor or field at fault.
+ */
+#ifndef LSQ_H
+#define LSQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LSQ_VERSION "0.1.0"
+#define LSQ_FORMAT_VERSION 1 /* our checkpoints' __metadata__["format_version"] */
+
+typedef enum {
+    LSQ_OK = 0,
+    LSQ_ERR_ARG,         /* invalid argument from the caller */
+    LSQ_ERR_IO,          /* file could not be opened, read or mapped */
+    LSQ_ERR_FORMAT,      /* malformed container: safetensors header, JSON, IDX, ... */
+    LSQ_ERR_TENSOR,      /* a tensor is missing, misshapen, mistyped or out of bounds */
+    LSQ_ERR_ARCH,        /* unknown or unspecified architecture */
+    LSQ_ERR_IMAGE,       /* undecodable, corrupt or unsupported image */
+    LSQ_ERR_LIMIT,       /* input exceeds a configured limit (pixels, bytes, size) */
+    LSQ_ERR_NOMEM,       /* allocation failed */
+    LSQ_ERR_UNSUPPORTED, /* valid request the engine cannot serve (e.g. unknown config) */
+} lsq_status;
+
+const char *lsq_status_to_string(lsq_status s);
+
+typedef struct {
+    char msg[512];
+} lsq_error;
+
+/* ---------------------------------------------------------------------------------------------
+ * Models
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct lsq_model lsq_model;
+typedef struct lsq_session lsq_session;
+
+typedef enum {
+    LSQ_INTERP_BILINEAR = 0,
+    LSQ_INTERP_BICUBIC,
+    LSQ_INTERP_NEAREST,
+} lsq_interp;
+
+/* Evaluation preprocessing, timm style: resize the shorter side to floor(size / crop_pct) (or to
+ * resize_size when it is > 0), center-crop size x size, scale to [0,1], (x - mean) / std. */
+typedef struct {
+    int input_size;   /* square model input, pixels */
+    int resize_size;  /* shorter side after resize; 0 = floor(input_size / crop_pct) */
+    float crop_pct;   /* e.g. 0.875 */
+    lsq_interp interp;
+    float mean[3];
+    float std[3];
+    int grayscale;    /* 1: convert to luma (PIL 'L') then replicate to 3 channels */
+} lsq_preprocess;
+
+typedef struct {
+    const char *arch;   /* overrides / supplies the architecture when the file lacks metadata */
+    const char *config; /* execution configuration; NULL or "fp32" for float */
+} lsq_load_options;
+
+lsq_status lsq_model_load(const char *path, const lsq_load_options *opt, lsq_model **out, lsq_error *err);
+void lsq_model_free(lsq_model *m);
+
+const char *lsq_model_arch(const lsq_model *m);
+const char *lsq_model_config(const lsq_model *m);
+int lsq_model_num_classes(const lsq_model *m);
+const char *lsq_model_label(const lsq_model *m, int index); /* never NULL: falls back to "class_<i>" */
+const lsq_preprocess *lsq_model_preprocess(const lsq_model *m);
+int64_t lsq_model_num_params(const lsq_model *m);
+int64_t lsq_model_file_bytes(const lsq_model *m);
+/* Human-readable summary (architecture, layers, tensors, metadata) written to buf; returns the
+ * length it needed (snprintf semantics). */
+size_t lsq_model_describe(const lsq_model *m, char *buf, size_t len);
+
+/* Architectures the engine can build, as a NULL-terminated list. */
+const char *const *lsq_arch_names(void);
+
+/* Write a checkpoint with seeded random weights and randomised BatchNorm statistics (for
+ * benchmarks and tests). num_classes <= 0 means 1000. */
+lsq_status lsq_model_init_random(const char *arch, int num_classes, uint64_t seed, const char *out_path,
+                                 lsq_error *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sessions
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    int height, width; /* input size, >= 32 */
+    int threads;       /* intra-op threads; <= 0 means 1 */
+} lsq_session_options;
+
+lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt, lsq_session **out,
+                              lsq_error *err);
+void lsq_session_free(lsq_session *s);
+
+/* input: float32 NCHW [1, 3, H, W] (already normalised); logits: float32 [num_classes].
+ * Never allocates. */
+lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits);
+
+/* ---------------------------------------------------------------------------------------------
+ * Images
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    int width, height;
+    uint8_t *rgb; /* width * height * 3 bytes, interleaved, row-major */
+} lsq_image;
+
+typedef struct {
+    int64_t max_pixels;  /* reject larger images before allocating; <= 0 means LSQ_DEFAULT_MAX_PIXELS */
+    int apply_exif;      /* honour EXIF orientation in JPEGs (default 1 when options are NULL) */
+} lsq_image_options;
+
+#define LSQ_DEFAULT_MAX_PIXELS (64LL * 1024 * 1024)
+
+/* Decode JPEG, PNG or WebP from memory (sniffed from the bytes, not from a name). */
+lsq_status lsq_image_decode(const void *data, size_t size, const lsq_image_options *opt, lsq_image *out,
+                            lsq_error *err);
+lsq_status lsq_image_load(const char *path, const lsq_image_options *opt, lsq_image *out, lsq_error *err);
+void lsq_image_free(lsq_image *img);
+
+/* Resize, crop and normalise into out: float32 NCHW [1, 3, p->input_size, p->input_size]. */
+lsq_status lsq_image_preprocess(const lsq_image *img, const lsq_preprocess *p, float *out, lsq_error *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Runtime
+ * ------------------------------------------------------------------------------------------- */
+
+/* One line naming the kernels in use (e.g. "kernels: avx512 (forced: no)") and the BLAS core. */
+const char *lsq_runtime_describe(void);
+
+/* Debian's OpenBLAS misdetects recent CPUs and picks slow kernels. Call first thing in main():
+ * when OPENBLAS_CORETYPE is unset and the library's core is weaker than the CPU supports, this
+ * re-executes the program with OPENBLAS_CORETYPE set (the library reads it only when it loads).
+ * A value already set is respected. Returns only when no re-exec happened. */
+void lsq_blas_fixup(int argc, char **argv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LSQ_H */
