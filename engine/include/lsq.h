@@ -141,6 +141,18 @@ void lsq_image_free(lsq_image *img);
 /* Resize, crop and normalise into out: float32 NCHW [1, 3, p->input_size, p->input_size]. */
 lsq_status lsq_image_preprocess(const lsq_image *img, const lsq_preprocess *p, float *out, lsq_error *err);
 
+/* The shorter side after p's resize step: p->resize_size, or floor(input_size / crop_pct) computed
+ * as timm does. 0 when p is invalid. */
+int lsq_preprocess_resize_size(const lsq_preprocess *p);
+
+/* As lsq_image_decode, but a JPEG whose shorter side is at least twice resize_short (typically
+ * lsq_preprocess_resize_size(p)) is decoded at 1/2, 1/4 or 1/8 scale in TurboJPEG's IDCT, the
+ * largest reduction that keeps it so: several times faster on photos, but the pixels then differ
+ * slightly from PIL's (engine/src/image.c gives the measured difference). Other formats and
+ * resize_short <= 0 decode exactly as lsq_image_decode. */
+lsq_status lsq_image_decode_scaled(const void *data, size_t size, const lsq_image_options *opt, int resize_short,
+                                   lsq_image *out, lsq_error *err);
+
 /* ---------------------------------------------------------------------------------------------
  * Runtime
  * ------------------------------------------------------------------------------------------- */
