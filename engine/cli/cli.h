@@ -9,4 +9,20 @@ int cmd_init(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 
+
+
+/* ---- helpers shared by the subcommands (lsq.c) ---- */
+#include <stdint.h>
+
+#include "lsq.h"
+
+/* Print "lsq <cmd>: <message>" to stderr; returns 1 (the exit status for runtime errors). */
+int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Usage error: message + hint, returns 2. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Strict integer parsing: the whole string, within [lo, hi]. */
+int cli_parse_int(const char *s, long lo, long hi, long *out);
+/* Load a model, printing the engine's message on failure. */
+lsq_model *cli_load_model(const char *cmd, const char *path, const char *arch, const char *config);
+double cli_now_ms(void);
 #endif

@@ -1,0 +1,97 @@
+/* kernels.h - compute kernels and their per-ISA dispatch table (private to the engine).
+ *
+ * Every kernel has a portable C reference (kernels/f32__scalar.c) that is always built; SIMD
+ * variants (kernels/f32__avx512.c, ...) are compiled with their ISA's flags only and checked against
+ * the reference by tests/unit/test_kernels.c. cpu.c picks one table at start-up.
+ *
+ * Kernels are dumb: no allocation, no error returns; preconditions are asserted by the caller.
+ * All activations are NHWC float32: pixel-major, channels contiguous.
+ */
+#ifndef LSQ_KERNELS_H
+#define LSQ_KERNELS_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arch.h"
+
+/* Packed GEMM weights: the B matrix [K][N] stored as panels of LSQ_GEMM_NR columns, each panel
+ * [K][LSQ_GEMM_NR] contiguous and zero-padded past N, so kernels may read whole panels. */
+#define LSQ_GEMM_NR 32
+
+static inline size_t lsq_gemm_packed_floats(int K, int N)
+{
+    return (size_t)K * (size_t)((N + LSQ_GEMM_NR - 1) / LSQ_GEMM_NR * LSQ_GEMM_NR);
+}
+
+/* C[m, n] = act(bias[n] + sum_k A[m, k] * B[k, n]) (+ R[m, n])   for m in [m0, m1), all n.
+ * A: rows of lda floats; B: packed panels; C and R: rows of ldc / ldr floats (R may be NULL).
+ * May over-read nothing: A rows are read for k < K only. */
+typedef struct {
+    int M, N, K;
+    const float *A;
+    int lda;
+    const float *B;    /* packed, lsq_gemm_packed_floats(K, N) floats */
+    const float *bias; /* N floats */
+    float *C;
+    int ldc;
+    const float *R;    /* residual to add after the activation, or NULL */
+    int ldr;
+    lsq_act act;
+} lsq_gemm_args;
+
+/* Depthwise convolution of channels [c0, c0 + nc) of an NHWC tensor with C channels, one kernel
+ * size k. out[oy, ox, c] = act(bias[c] + sum_{ky,kx} in[oy*s - pt + ky, ox*s - pl + kx, c] *
+ * w[ky*k + kx][c - c0]) with zero padding. If chsum is not NULL, the outputs of each channel are
+ * also summed into chsum[c - c0] (the squeeze of a following SE block). */
+typedef struct {
+    const float *in;
+    int H, W, C;
+    int c0, nc;
+    int k, stride, pad_t, pad_l;
+    const float *w;    /* [k*k][nc] */
+    const float *bias; /* nc */
+    float *out;
+    int OH, OW;
+    lsq_act act;
+} lsq_dw_args;
+
+typedef struct {
+    const char *name; /* "scalar", "avx2", "avx512" */
+    void (*f32_gemm)(const lsq_gemm_args *a, int m0, int m1);
+    void (*f32_dwconv)(const lsq_dw_args *a, int oy0, int oy1, float *chsum);
+} lsq_kernels;
+
+typedef enum {
+    LSQ_ISA_SCALAR = 0,
+    LSQ_ISA_AVX2,
+    LSQ_ISA_AVX512,
+} lsq_isa;
+
+/* The best table this CPU and OS support, capped by the LSQ_ISA environment variable
+ * ("scalar", "avx2", "avx512"); decided once. */
+const lsq_kernels *lsq_kernels_best(void);
+/* A specific level, or NULL if the CPU cannot run it (tests compare every level). */
+const lsq_kernels *lsq_kernels_for(lsq_isa isa);
+const char *lsq_isa_name(lsq_isa isa);
+/* Highest level the CPU supports, ignoring LSQ_ISA. */
+lsq_isa lsq_cpu_isa(void);
+
+extern const lsq_kernels lsq_kernels_scalar;
+extern const lsq_kernels lsq_kernels_avx512;
+
+/* Pack B [K][N] given as w[n * ldw + k] (PyTorch's [out][in] layout) into panels. */
+void lsq_gemm_pack(const float *w, int ldw, int K, int N, float *packed);
+
+/* Reference activation, shared by all scalar code. */
+static inline float lsq_act_apply(lsq_act act, float x)
+{
+    switch (act) {
+    case LSQ_ACT_RELU: return x > 0.f ? x : 0.f;
+    case LSQ_ACT_SWISH: return x / (1.f + expf(-x));
+    default: return x;
+    }
+}
+
+#endif

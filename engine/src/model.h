@@ -1,0 +1,41 @@
+/* model.h - the loaded model: architecture plus folded, packed weights (private to the engine).
+ *
+ * Weights are converted at load into the layouts the kernels read:
+ *   dense 1x1 conv   packed GEMM panels [K=cin][N=cout] per part (kernels.h)
+ *   stem (k x k)     packed GEMM panels with K = k*k*cin in (ky, kx, c) order (im2col order)
+ *   depthwise        [k*k][channels] per part, channels contiguous
+ *   SE reduce        [rd][C] row-major;  SE expand: [rd][C] (transposed, so rows are contiguous in C)
+ *   classifier       packed GEMM panels [K=features][N=classes]
+ * BatchNorm is folded into weights and bias (w * gamma / sqrt(var + eps)).
+ */
+#ifndef LSQ_MODEL_H
+#define LSQ_MODEL_H
+
+#include "arch.h"
+#include "safetensors.h"
+
+typedef struct {
+    const lsq_conv_def *def;
+    float *w[LSQ_MAX_PARTS]; /* per part, layout above; owned */
+    float *bias;             /* cout floats; owned */
+} lsq_conv;
+
+typedef struct {
+    lsq_conv expand, dw, se_reduce, se_expand, project;
+} lsq_block;
+
+struct lsq_model {
+    lsq_net_def def;
+    lsq_conv stem, head, classifier;
+    lsq_block *blocks; /* def.nblocks */
+    char path[256];
+    char config[32];
+    char **labels;     /* num_classes strings, or NULL */
+    lsq_preprocess preprocess;
+    int64_t num_params;
+    int64_t file_bytes;
+    char *metadata_json; /* the file's __metadata__ as a JSON object string (for inspect) */
+    char *tensors_desc;  /* "name dtype [shape]\n" lines (for inspect) */
+};
+
+#endif

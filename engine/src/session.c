@@ -1,0 +1,334 @@
+/* session.c - a model planned for one input size, and the forward pass.
+ *
+ * Planning computes every layer's output size once and allocates all activation memory up front:
+ * three rotating NHWC buffers of the largest activation, the stem's im2col matrix, and small SE
+ * scratch. lsq_session_run() never allocates. Each layer runs on the session's thread pool: GEMMs
+ * split by rows (or by column panels when there are few rows), depthwise convs by output rows.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "model.h"
+#include "threadpool.h"
+#include "util.h"
+
+typedef struct {
+    int H, W;   /* block input */
+    int OH, OW; /* after the depthwise conv */
+    int pad_t[LSQ_MAX_PARTS], pad_l[LSQ_MAX_PARTS];
+} block_plan;
+
+struct lsq_session {
+    const lsq_model *m;
+    const lsq_kernels *k;
+    lsq_pool *pool;
+    int nthreads;
+    int H, W;               /* input */
+    int SH, SW, stem_pt, stem_pl; /* stem output and padding */
+    block_plan *bp;
+    int FH, FW;             /* head input size */
+    float *buf[3];          /* activations, NHWC */
+    float *col;             /* stem im2col [SH*SW][K] */
+    float *chsum;           /* [nthreads][cmax] depthwise channel sums */
+    float *pooled, *hidden, *gate, *feat;
+    int cmax;
+};
+
+/* ==== parallel helpers ========================================================================= */
+
+typedef struct {
+    const lsq_session *s;
+    const lsq_gemm_args *g;
+    int by_panels;
+} gemm_job;
+
+static void gemm_task(void *ctx, int tid, int n)
+{
+    const gemm_job *j = ctx;
+    const lsq_gemm_args *g = j->g;
+    int b, e;
+    if (!j->by_panels) {
+        lsq_pool_range(g->M, 4, tid, n, &b, &e);
+        if (b < e) j->s->k->f32_gemm(g, b, e);
+        return;
+    }
+    int npanels = (g->N + LSQ_GEMM_NR - 1) / LSQ_GEMM_NR;
+    lsq_pool_range(npanels, 1, tid, n, &b, &e);
+    if (b >= e) return;
+    lsq_gemm_args sub = *g;
+    int n0 = b * LSQ_GEMM_NR, n1 = LSQ_MIN(e * LSQ_GEMM_NR, g->N);
+    sub.N = n1 - n0;
+    sub.B = g->B + (size_t)b * g->K * LSQ_GEMM_NR;
+    sub.bias = g->bias + n0;
+    sub.C = g->C + n0;
+    if (g->R) sub.R = g->R + n0;
+    j->s->k->f32_gemm(&sub, 0, g->M);
+}
+
+static void run_gemm(lsq_session *s, const lsq_gemm_args *g)
+{
+    int npanels = (g->N + LSQ_GEMM_NR - 1) / LSQ_GEMM_NR;
+    gemm_job j = {s, g, 0};
+    if (s->nthreads == 1) {
+        s->k->f32_gemm(g, 0, g->M);
+        return;
+    }
+    /* few rows (late layers, classifier): split the columns instead */
+    j.by_panels = g->M < 24 * s->nthreads && npanels >= s->nthreads;
+    lsq_pool_run(s->pool, gemm_task, &j);
+}
+
+/* A pointwise (1x1) conv of an NHWC tensor, part by part (MixNet grouped pointwise convs). */
+static void run_pointwise(lsq_session *s, const lsq_conv *c, const float *in, int M, float *out, const float *res)
+{
+    const lsq_conv_def *d = c->def;
+    for (int p = 0; p < d->nparts; p++) {
+        const lsq_conv_part *pt = &d->part[p];
+        lsq_gemm_args g = {
+            .M = M, .N = pt->cout, .K = pt->cin,
+            .A = in + pt->in_off, .lda = d->cin,
+            .B = c->w[p], .bias = c->bias + pt->out_off,
+            .C = out + pt->out_off, .ldc = d->cout,
+            .R = res ? res + pt->out_off : NULL, .ldr = d->cout,
+            .act = d->act,
+        };
+        run_gemm(s, &g);
+    }
+}
+
+typedef struct {
+    lsq_session *s;
+    lsq_dw_args a;
+    int with_sum;
+} dw_job;
+
+static void dw_task(void *ctx, int tid, int n)
+{
+    dw_job *j = ctx;
+    int b, e;
+    lsq_pool_range(j->a.OH, 1, tid, n, &b, &e);
+    float *sum = j->with_sum ? j->s->chsum + (size_t)tid * j->s->cmax + j->a.c0 : NULL;
+    if (b < e) j->s->k->f32_dwconv(&j->a, b, e, sum);
+}
+
+/* Depthwise conv; when `pooled` is not NULL it receives the per-channel mean of the output. */
+static void run_depthwise(lsq_session *s, const lsq_conv *c, const float *in, int H, int W, const block_plan *bp,
+                          float *out, float *pooled)
+{
+    const lsq_conv_def *d = c->def;
+    if (pooled) memset(s->chsum, 0, (size_t)s->nthreads * s->cmax * sizeof(float));
+    for (int p = 0; p < d->nparts; p++) {
+        const lsq_conv_part *pt = &d->part[p];
+        dw_job j = {
+            .s = s,
+            .a = {.in = in, .H = H, .W = W, .C = d->cin, .c0 = pt->in_off, .nc = pt->cin,
+                  .k = pt->k, .stride = d->stride, .pad_t = bp->pad_t[p], .pad_l = bp->pad_l[p],
+                  .w = c->w[p], .bias = c->bias + pt->out_off, .out = out, .OH = bp->OH, .OW = bp->OW,
+                  .act = d->act},
+            .with_sum = pooled != NULL,
+        };
+        lsq_pool_run(s->pool, dw_task, &j);
+    }
+    if (pooled) {
+        float inv = 1.f / (float)(bp->OH * bp->OW);
+        for (int ch = 0; ch < d->cout; ch++) {
+            float acc = 0.f;
+            for (int t = 0; t < s->nthreads; t++) acc += s->chsum[(size_t)t * s->cmax + ch];
+            pooled[ch] = acc * inv;
+        }
+    }
+}
+
+/* Squeeze-excite gate from the pooled vector: gate = sigmoid(We act(Wr p + br) + be). */
+static void se_gate(const lsq_conv *red, const lsq_conv *exp_, const float *pooled, float *hidden, float *gate)
+{
+    int C = red->def->cin, rd = red->def->cout;
+    for (int r = 0; r < rd; r++) {
+        const float *w = red->w[0] + (size_t)r * C;
+        float acc = red->bias[r];
+        for (int c = 0; c < C; c++) acc += w[c] * pooled[c];
+        hidden[r] = lsq_act_apply(red->def->act, acc);
+    }
+    memcpy(gate, exp_->bias, (size_t)C * sizeof(float));
+    for (int r = 0; r < rd; r++) {
+        const float *w = exp_->w[0] + (size_t)r * C;
+        float h = hidden[r];
+        for (int c = 0; c < C; c++) gate[c] += h * w[c];
+    }
+    for (int c = 0; c < C; c++) gate[c] = 1.f / (1.f + expf(-gate[c]));
+}
+
+typedef struct {
+    float *x;
+    const float *gate;
+    int M, C;
+} scale_job;
+
+static void scale_task(void *ctx, int tid, int n)
+{
+    scale_job *j = ctx;
+    int b, e;
+    lsq_pool_range(j->M, 1, tid, n, &b, &e);
+    for (int m = b; m < e; m++) {
+        float *row = j->x + (size_t)m * j->C;
+        for (int c = 0; c < j->C; c++) row[c] *= j->gate[c];
+    }
+}
+
+/* ==== planning ================================================================================= */
+
+lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt, lsq_session **out, lsq_error *err)
+{
+    *out = NULL;
+    if (!m || !opt) return lsq_fail(err, LSQ_ERR_ARG, "lsq_session_create: model and options are required");
+    if (opt->height < 32 || opt->width < 32 || opt->height > 4096 || opt->width > 4096)
+        return lsq_fail(err, LSQ_ERR_ARG, "input size %dx%d outside 32..4096", opt->height, opt->width);
+    lsq_session *s = calloc(1, sizeof *s);
+    if (!s) return lsq_fail(err, LSQ_ERR_NOMEM, "out of memory");
+    const lsq_net_def *d = &m->def;
+    s->m = m;
+    s->k = lsq_kernels_best();
+    s->nthreads = opt->threads > 0 ? opt->threads : 1;
+    s->H = opt->height;
+    s->W = opt->width;
+    s->bp = calloc((size_t)d->nblocks, sizeof *s->bp);
+    if (!s->bp) goto nomem;
+
+    int k = d->stem.part[0].k;
+    arch_conv_geometry(d->tf_same, s->H, k, 2, &s->SH, &s->stem_pt);
+    arch_conv_geometry(d->tf_same, s->W, k, 2, &s->SW, &s->stem_pl);
+    size_t maxact = (size_t)s->SH * s->SW * d->stem.cout;
+    int cmax = d->num_features, H = s->SH, W = s->SW;
+    for (int i = 0; i < d->nblocks; i++) {
+        const lsq_block_def *b = &d->blocks[i];
+        block_plan *bp = &s->bp[i];
+        bp->H = H;
+        bp->W = W;
+        for (int p = 0; p < b->dw.nparts; p++) {
+            int oh, ow;
+            arch_conv_geometry(d->tf_same, H, b->dw.part[p].k, b->dw.stride, &oh, &bp->pad_t[p]);
+            arch_conv_geometry(d->tf_same, W, b->dw.part[p].k, b->dw.stride, &ow, &bp->pad_l[p]);
+            LSQ_ASSERT(p == 0 || (oh == bp->OH && ow == bp->OW));
+            bp->OH = oh;
+            bp->OW = ow;
+        }
+        maxact = LSQ_MAX(maxact, (size_t)H * W * b->dw.cin);
+        maxact = LSQ_MAX(maxact, (size_t)bp->OH * bp->OW * b->project.cout);
+        cmax = LSQ_MAX(cmax, b->dw.cin);
+        H = bp->OH;
+        W = bp->OW;
+    }
+    s->FH = H;
+    s->FW = W;
+    maxact = LSQ_MAX(maxact, (size_t)H * W * d->num_features);
+    s->cmax = cmax;
+    for (int i = 0; i < 3; i++)
+        if (!(s->buf[i] = lsq_alloc(maxact * sizeof(float)))) goto nomem;
+    s->col = lsq_alloc((size_t)s->SH * s->SW * 3 * k * k * sizeof(float));
+    s->chsum = lsq_alloc((size_t)s->nthreads * cmax * sizeof(float));
+    s->pooled = lsq_alloc((size_t)cmax * sizeof(float));
+    s->hidden = lsq_alloc((size_t)cmax * sizeof(float));
+    s->gate = lsq_alloc((size_t)cmax * sizeof(float));
+    s->feat = lsq_alloc((size_t)d->num_features * sizeof(float));
+    if (!s->col || !s->chsum || !s->pooled || !s->hidden || !s->gate || !s->feat) goto nomem;
+    if (!(s->pool = lsq_pool_create(s->nthreads))) {
+        lsq_session_free(s);
+        return lsq_fail(err, LSQ_ERR_NOMEM, "cannot start %d threads", s->nthreads);
+    }
+    *out = s;
+    return LSQ_OK;
+nomem:
+    lsq_session_free(s);
+    return lsq_fail(err, LSQ_ERR_NOMEM, "out of memory planning %s at %dx%d", d->arch, opt->height, opt->width);
+}
+
+void lsq_session_free(lsq_session *s)
+{
+    if (!s) return;
+    lsq_pool_free(s->pool);
+    for (int i = 0; i < 3; i++) lsq_free(s->buf[i]);
+    lsq_free(s->col);
+    lsq_free(s->chsum);
+    lsq_free(s->pooled);
+    lsq_free(s->hidden);
+    lsq_free(s->gate);
+    lsq_free(s->feat);
+    free(s->bp);
+    free(s);
+}
+
+/* ==== forward ================================================================================== */
+
+/* im2col of the NCHW input for the stem: col[oy*SW + ox][(ky*k + kx)*3 + c], zeros outside. */
+static void stem_im2col(const lsq_session *s, const float *in, int k)
+{
+    int K = 3 * k * k;
+    for (int oy = 0; oy < s->SH; oy++)
+        for (int ox = 0; ox < s->SW; ox++) {
+            float *row = s->col + ((size_t)oy * s->SW + ox) * K;
+            for (int ky = 0; ky < k; ky++) {
+                int iy = oy * 2 - s->stem_pt + ky;
+                for (int kx = 0; kx < k; kx++) {
+                    int ix = ox * 2 - s->stem_pl + kx;
+                    int inside = iy >= 0 && iy < s->H && ix >= 0 && ix < s->W;
+                    for (int c = 0; c < 3; c++)
+                        row[(ky * k + kx) * 3 + c] = inside ? in[((size_t)c * s->H + iy) * s->W + ix] : 0.f;
+                }
+            }
+        }
+}
+
+lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
+{
+    const lsq_model *m = s->m;
+    const lsq_net_def *d = &m->def;
+    int k = d->stem.part[0].k;
+
+    stem_im2col(s, input, k);
+    lsq_gemm_args g = {
+        .M = s->SH * s->SW, .N = d->stem.cout, .K = 3 * k * k, .A = s->col, .lda = 3 * k * k,
+        .B = m->stem.w[0], .bias = m->stem.bias, .C = s->buf[0], .ldc = d->stem.cout, .act = d->stem.act,
+    };
+    run_gemm(s, &g);
+
+    int x = 0; /* index of the buffer holding the block input */
+    for (int i = 0; i < d->nblocks; i++) {
+        const lsq_block_def *bd = &d->blocks[i];
+        const lsq_block *b = &m->blocks[i];
+        const block_plan *bp = &s->bp[i];
+        int e = (x + 1) % 3, t = (x + 2) % 3;
+        const float *dw_in = s->buf[x];
+        if (bd->has_expand) {
+            run_pointwise(s, &b->expand, s->buf[x], bp->H * bp->W, s->buf[e], NULL);
+            dw_in = s->buf[e];
+        }
+        run_depthwise(s, &b->dw, dw_in, bp->H, bp->W, bp, s->buf[t], bd->has_se ? s->pooled : NULL);
+        int M = bp->OH * bp->OW;
+        if (bd->has_se) {
+            se_gate(&b->se_reduce, &b->se_expand, s->pooled, s->hidden, s->gate);
+            scale_job j = {s->buf[t], s->gate, M, bd->dw.cout};
+            lsq_pool_run(s->pool, scale_task, &j);
+        }
+        /* the projection writes over the expanded tensor, which is dead by now */
+        run_pointwise(s, &b->project, s->buf[t], M, s->buf[e], bd->skip ? s->buf[x] : NULL);
+        x = e;
+    }
+
+    int M = s->FH * s->FW, F = d->num_features;
+    int h = (x + 1) % 3;
+    run_pointwise(s, &m->head, s->buf[x], M, s->buf[h], NULL);
+    memset(s->feat, 0, (size_t)F * sizeof(float));
+    for (int p = 0; p < M; p++) {
+        const float *row = s->buf[h] + (size_t)p * F;
+        for (int c = 0; c < F; c++) s->feat[c] += row[c];
+    }
+    float inv = 1.f / (float)M;
+    for (int c = 0; c < F; c++) s->feat[c] *= inv;
+    lsq_gemm_args cl = {
+        .M = 1, .N = d->num_classes, .K = F, .A = s->feat, .lda = F, .B = m->classifier.w[0],
+        .bias = m->classifier.bias, .C = logits, .ldc = d->num_classes, .act = LSQ_ACT_NONE,
+    };
+    run_gemm(s, &cl);
+    return LSQ_OK;
+}

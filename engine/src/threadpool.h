@@ -1,0 +1,20 @@
+/* threadpool.h - a fork-join pool for intra-op parallelism (private to the engine).
+ *
+ * lsq_pool_run() runs fn(ctx, tid, n) on all n threads (the caller is thread 0) and returns when
+ * every one has finished. Workers spin briefly between jobs (layers follow each other within
+ * microseconds), then sleep on a futex so an idle pool costs no CPU. */
+#ifndef LSQ_THREADPOOL_H
+#define LSQ_THREADPOOL_H
+
+typedef struct lsq_pool lsq_pool;
+typedef void (*lsq_pool_fn)(void *ctx, int tid, int nthreads);
+
+lsq_pool *lsq_pool_create(int nthreads); /* NULL on failure; nthreads <= 1 starts no thread */
+void lsq_pool_run(lsq_pool *p, lsq_pool_fn fn, void *ctx);
+int lsq_pool_size(const lsq_pool *p);
+void lsq_pool_free(lsq_pool *p);
+
+/* Split [0, n) into nthreads contiguous ranges, aligned to `align`; thread tid gets [*b, *e). */
+void lsq_pool_range(int n, int align, int tid, int nthreads, int *b, int *e);
+
+#endif
