@@ -6,7 +6,10 @@
  * split by rows (or by column panels when there are few rows), depthwise convs by output rows.
  */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/kernels.h"
 #include "model.h"
@@ -32,8 +35,56 @@ struct lsq_session {
     float *col;             /* stem im2col [SH*SW][K] */
     float *chsum;           /* [nthreads][cmax] depthwise channel sums */
     float *pooled, *hidden, *gate, *feat;
+    float *bscaled;         /* projection weights scaled by the SE gate */
+    double *prof;           /* LSQ_PROFILE: seconds per (layer slot, kind), or NULL */
+    int nprof;
     int cmax;
 };
+
+/* ==== profiling (LSQ_PROFILE=1) ================================================================
+ * Wall time per layer kind and block, accumulated over runs and printed when the session is freed:
+ * where an inference spends its time, for users tuning a deployment and for us. */
+
+enum { PROF_STEM, PROF_EXPAND, PROF_DW, PROF_SE, PROF_PROJECT, PROF_HEAD, PROF_KINDS };
+static const char *const prof_names[PROF_KINDS] = {"stem", "expand", "dw", "se", "project", "head+fc"};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void prof_mark(lsq_session *s, double *t, int row, int kind)
+{
+    if (!s->prof) return;
+    double n = now_s();
+    s->prof[row * PROF_KINDS + kind] += n - *t;
+    *t = n;
+}
+
+static void prof_print(const lsq_session *s)
+{
+    const lsq_net_def *d = &s->m->def;
+    double tot[PROF_KINDS] = {0}, all = 0;
+    fprintf(stderr, "lsq profile: %s %dx%d, %d thread(s), %d run(s), ms per run\n%-14s", d->arch, s->H, s->W,
+            s->nthreads, s->nprof, "block");
+    for (int k = 0; k < PROF_KINDS; k++) fprintf(stderr, "%9s", prof_names[k]);
+    fputc('\n', stderr);
+    for (int r = 0; r < d->nblocks + 2; r++) {
+        fprintf(stderr, "%-14s", r == 0 ? "stem" : r == d->nblocks + 1 ? "head" : d->blocks[r - 1].dw.name);
+        for (int k = 0; k < PROF_KINDS; k++) {
+            double v = s->prof[r * PROF_KINDS + k] * 1e3 / (s->nprof ? s->nprof : 1);
+            tot[k] += v;
+            all += v;
+            fprintf(stderr, "%9.3f", v);
+        }
+        fputc('\n', stderr);
+    }
+    fprintf(stderr, "%-14s", "total");
+    for (int k = 0; k < PROF_KINDS; k++) fprintf(stderr, "%9.3f", tot[k]);
+    fprintf(stderr, "   = %.3f ms\n", all);
+}
 
 /* ==== parallel helpers ========================================================================= */
 
@@ -79,16 +130,64 @@ static void run_gemm(lsq_session *s, const lsq_gemm_args *g)
     lsq_pool_run(s->pool, gemm_task, &j);
 }
 
-/* A pointwise (1x1) conv of an NHWC tensor, part by part (MixNet grouped pointwise convs). */
-static void run_pointwise(lsq_session *s, const lsq_conv *c, const float *in, int M, float *out, const float *res)
+/* A pointwise (1x1) conv of an NHWC tensor, part by part (MixNet grouped pointwise convs).
+ * `gate` (may be NULL) scales the input channels first: the SE excitation. Scaling the packed
+ * weights (K x N) instead of the activations (M x K) gives the same product with less work when
+ * N < M, which holds in all but the last, smallest layers. */
+
+typedef struct {
+    float *x;
+    const float *gate;
+    int M, C;
+} scale_job;
+
+static void scale_task(void *ctx, int tid, int n)
+{
+    scale_job *j = ctx;
+    int b, e;
+    lsq_pool_range(j->M, 1, tid, n, &b, &e);
+    for (int m = b; m < e; m++) {
+        float *row = j->x + (size_t)m * j->C;
+        for (int c = 0; c < j->C; c++) row[c] *= j->gate[c];
+    }
+}
+
+static size_t packed_total(const lsq_conv_def *d)
+{
+    size_t n = 0;
+    for (int p = 0; p < d->nparts; p++) n += lsq_gemm_packed_floats(d->part[p].cin, d->part[p].cout);
+    return n;
+}
+
+static void run_pointwise(lsq_session *s, const lsq_conv *c, float *in, int M, float *out, const float *res,
+                          const float *gate)
 {
     const lsq_conv_def *d = c->def;
+    int fold = gate && packed_total(d) / (size_t)d->cin < (size_t)M;
+    if (gate && !fold) {
+        scale_job j = {in, gate, M, d->cin};
+        lsq_pool_run(s->pool, scale_task, &j);
+    }
+    float *scaled = s->bscaled;
     for (int p = 0; p < d->nparts; p++) {
         const lsq_conv_part *pt = &d->part[p];
+        const float *B = c->w[p];
+        if (fold) {
+            size_t panels = (size_t)(pt->cout + LSQ_GEMM_NR - 1) / LSQ_GEMM_NR;
+            const float *g = gate + pt->in_off;
+            for (size_t q = 0; q < panels; q++)
+                for (int k = 0; k < pt->cin; k++) {
+                    const float *src = B + (q * pt->cin + k) * LSQ_GEMM_NR;
+                    float *dst = scaled + (q * pt->cin + k) * LSQ_GEMM_NR;
+                    for (int j = 0; j < LSQ_GEMM_NR; j++) dst[j] = src[j] * g[k];
+                }
+            B = scaled;
+            scaled += lsq_gemm_packed_floats(pt->cin, pt->cout);
+        }
         lsq_gemm_args g = {
             .M = M, .N = pt->cout, .K = pt->cin,
             .A = in + pt->in_off, .lda = d->cin,
-            .B = c->w[p], .bias = c->bias + pt->out_off,
+            .B = B, .bias = c->bias + pt->out_off,
             .C = out + pt->out_off, .ldc = d->cout,
             .R = res ? res + pt->out_off : NULL, .ldr = d->cout,
             .act = d->act,
@@ -159,23 +258,6 @@ static void se_gate(const lsq_conv *red, const lsq_conv *exp_, const float *pool
     for (int c = 0; c < C; c++) gate[c] = 1.f / (1.f + expf(-gate[c]));
 }
 
-typedef struct {
-    float *x;
-    const float *gate;
-    int M, C;
-} scale_job;
-
-static void scale_task(void *ctx, int tid, int n)
-{
-    scale_job *j = ctx;
-    int b, e;
-    lsq_pool_range(j->M, 1, tid, n, &b, &e);
-    for (int m = b; m < e; m++) {
-        float *row = j->x + (size_t)m * j->C;
-        for (int c = 0; c < j->C; c++) row[c] *= j->gate[c];
-    }
-}
-
 /* ==== planning ================================================================================= */
 
 lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt, lsq_session **out, lsq_error *err)
@@ -196,10 +278,11 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
     if (!s->bp) goto nomem;
 
     int k = d->stem.part[0].k;
-    arch_conv_geometry(d->tf_same, s->H, k, 2, &s->SH, &s->stem_pt);
-    arch_conv_geometry(d->tf_same, s->W, k, 2, &s->SW, &s->stem_pl);
+    arch_conv_geometry(d->tf_same, s->H, k, d->stem.stride, &s->SH, &s->stem_pt);
+    arch_conv_geometry(d->tf_same, s->W, k, d->stem.stride, &s->SW, &s->stem_pl);
     size_t maxact = (size_t)s->SH * s->SW * d->stem.cout;
     int cmax = d->num_features, H = s->SH, W = s->SW;
+    size_t bscaled = 0;
     for (int i = 0; i < d->nblocks; i++) {
         const lsq_block_def *b = &d->blocks[i];
         block_plan *bp = &s->bp[i];
@@ -216,6 +299,7 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
         maxact = LSQ_MAX(maxact, (size_t)H * W * b->dw.cin);
         maxact = LSQ_MAX(maxact, (size_t)bp->OH * bp->OW * b->project.cout);
         cmax = LSQ_MAX(cmax, b->dw.cin);
+        bscaled = LSQ_MAX(bscaled, packed_total(&b->project));
         H = bp->OH;
         W = bp->OW;
     }
@@ -231,7 +315,10 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
     s->hidden = lsq_alloc((size_t)cmax * sizeof(float));
     s->gate = lsq_alloc((size_t)cmax * sizeof(float));
     s->feat = lsq_alloc((size_t)d->num_features * sizeof(float));
-    if (!s->col || !s->chsum || !s->pooled || !s->hidden || !s->gate || !s->feat) goto nomem;
+    s->bscaled = lsq_alloc(bscaled * sizeof(float));
+    if (!s->bscaled || !s->col || !s->chsum || !s->pooled || !s->hidden || !s->gate || !s->feat) goto nomem;
+    const char *prof = getenv("LSQ_PROFILE");
+    if (prof && *prof && strcmp(prof, "0")) s->prof = calloc((size_t)(d->nblocks + 2) * PROF_KINDS, sizeof(double));
     if (!(s->pool = lsq_pool_create(s->nthreads))) {
         lsq_session_free(s);
         return lsq_fail(err, LSQ_ERR_NOMEM, "cannot start %d threads", s->nthreads);
@@ -254,29 +341,40 @@ void lsq_session_free(lsq_session *s)
     lsq_free(s->hidden);
     lsq_free(s->gate);
     lsq_free(s->feat);
+    lsq_free(s->bscaled);
+    if (s->prof && s->nprof) prof_print(s);
+    free(s->prof);
     free(s->bp);
     free(s);
 }
 
 /* ==== forward ================================================================================== */
 
-/* im2col of the NCHW input for the stem: col[oy*SW + ox][(ky*k + kx)*3 + c], zeros outside. */
+/* im2col of the NCHW input for the stem: col[oy*SW + ox][(ky*k + kx)*3 + c], zeros outside.
+ * Loops are ordered so that the innermost one runs over output columns with no bounds tests. */
 static void stem_im2col(const lsq_session *s, const float *in, int k)
 {
-    int K = 3 * k * k;
-    for (int oy = 0; oy < s->SH; oy++)
-        for (int ox = 0; ox < s->SW; ox++) {
-            float *row = s->col + ((size_t)oy * s->SW + ox) * K;
-            for (int ky = 0; ky < k; ky++) {
-                int iy = oy * 2 - s->stem_pt + ky;
-                for (int kx = 0; kx < k; kx++) {
-                    int ix = ox * 2 - s->stem_pl + kx;
-                    int inside = iy >= 0 && iy < s->H && ix >= 0 && ix < s->W;
-                    for (int c = 0; c < 3; c++)
-                        row[(ky * k + kx) * 3 + c] = inside ? in[((size_t)c * s->H + iy) * s->W + ix] : 0.f;
+    const int K = 3 * k * k, S = s->m->def.stem.stride;
+    for (int oy = 0; oy < s->SH; oy++) {
+        float *rowcol = s->col + (size_t)oy * s->SW * K;
+        for (int ky = 0; ky < k; ky++) {
+            int iy = oy * S - s->stem_pt + ky;
+            for (int kx = 0; kx < k; kx++) {
+                /* output columns whose tap (ky, kx) lands inside: 0 <= ox*S - pl + kx < W */
+                int lo = 0, hi = s->SW;
+                while (lo < hi && lo * S - s->stem_pl + kx < 0) lo++;
+                while (hi > lo && (hi - 1) * S - s->stem_pl + kx >= s->W) hi--;
+                if (iy < 0 || iy >= s->H) lo = hi = s->SW;
+                for (int c = 0; c < 3; c++) {
+                    float *dst = rowcol + (ky * k + kx) * 3 + c;
+                    const float *src = in + ((size_t)c * s->H + (iy < 0 ? 0 : iy)) * s->W - s->stem_pl + kx;
+                    for (int ox = 0; ox < lo; ox++) dst[(size_t)ox * K] = 0.f;
+                    for (int ox = lo; ox < hi; ox++) dst[(size_t)ox * K] = src[ox * S];
+                    for (int ox = hi; ox < s->SW; ox++) dst[(size_t)ox * K] = 0.f;
                 }
             }
         }
+    }
 }
 
 lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
@@ -284,6 +382,8 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
     const lsq_model *m = s->m;
     const lsq_net_def *d = &m->def;
     int k = d->stem.part[0].k;
+    double t = s->prof ? now_s() : 0;
+    if (s->prof) s->nprof++;
 
     stem_im2col(s, input, k);
     lsq_gemm_args g = {
@@ -291,33 +391,35 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
         .B = m->stem.w[0], .bias = m->stem.bias, .C = s->buf[0], .ldc = d->stem.cout, .act = d->stem.act,
     };
     run_gemm(s, &g);
+    prof_mark(s, &t, 0, PROF_STEM);
 
     int x = 0; /* index of the buffer holding the block input */
     for (int i = 0; i < d->nblocks; i++) {
         const lsq_block_def *bd = &d->blocks[i];
         const lsq_block *b = &m->blocks[i];
         const block_plan *bp = &s->bp[i];
-        int e = (x + 1) % 3, t = (x + 2) % 3;
+        int e = (x + 1) % 3, tb = (x + 2) % 3;
         const float *dw_in = s->buf[x];
         if (bd->has_expand) {
-            run_pointwise(s, &b->expand, s->buf[x], bp->H * bp->W, s->buf[e], NULL);
+            run_pointwise(s, &b->expand, s->buf[x], bp->H * bp->W, s->buf[e], NULL, NULL);
             dw_in = s->buf[e];
+            prof_mark(s, &t, i + 1, PROF_EXPAND);
         }
-        run_depthwise(s, &b->dw, dw_in, bp->H, bp->W, bp, s->buf[t], bd->has_se ? s->pooled : NULL);
+        run_depthwise(s, &b->dw, dw_in, bp->H, bp->W, bp, s->buf[tb], bd->has_se ? s->pooled : NULL);
+        prof_mark(s, &t, i + 1, PROF_DW);
         int M = bp->OH * bp->OW;
-        if (bd->has_se) {
-            se_gate(&b->se_reduce, &b->se_expand, s->pooled, s->hidden, s->gate);
-            scale_job j = {s->buf[t], s->gate, M, bd->dw.cout};
-            lsq_pool_run(s->pool, scale_task, &j);
-        }
+        if (bd->has_se) se_gate(&b->se_reduce, &b->se_expand, s->pooled, s->hidden, s->gate);
+        prof_mark(s, &t, i + 1, PROF_SE);
         /* the projection writes over the expanded tensor, which is dead by now */
-        run_pointwise(s, &b->project, s->buf[t], M, s->buf[e], bd->skip ? s->buf[x] : NULL);
+        run_pointwise(s, &b->project, s->buf[tb], M, s->buf[e], bd->skip ? s->buf[x] : NULL,
+                      bd->has_se ? s->gate : NULL);
+        prof_mark(s, &t, i + 1, PROF_PROJECT);
         x = e;
     }
 
     int M = s->FH * s->FW, F = d->num_features;
     int h = (x + 1) % 3;
-    run_pointwise(s, &m->head, s->buf[x], M, s->buf[h], NULL);
+    run_pointwise(s, &m->head, s->buf[x], M, s->buf[h], NULL, NULL);
     memset(s->feat, 0, (size_t)F * sizeof(float));
     for (int p = 0; p < M; p++) {
         const float *row = s->buf[h] + (size_t)p * F;
@@ -330,5 +432,6 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
         .bias = m->classifier.bias, .C = logits, .ldc = d->num_classes, .act = LSQ_ACT_NONE,
     };
     run_gemm(s, &cl);
+    prof_mark(s, &t, d->nblocks + 1, PROF_HEAD);
     return LSQ_OK;
 }

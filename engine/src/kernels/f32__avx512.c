@@ -1,6 +1,7 @@
 /* f32__avx512.c - AVX-512 float32 kernels: the pointwise GEMM with a fused bias / activation /
  * residual epilogue, and NHWC depthwise convolution for kernel sizes 3..11. */
 #include <immintrin.h>
+#include <stddef.h>
 
 #include "kernels.h"
 #include "math__avx512.h"
@@ -76,80 +77,108 @@ static void f32_gemm__avx512(const lsq_gemm_args *a, int m0, int m1)
  * where every tap is inside the image, take the unrolled path with K a compile-time constant and
  * four outputs per step sharing each weight load; border pixels take the bounds-checked path. */
 
-static inline __attribute__((always_inline)) __m512 dw_pixel_border(const lsq_dw_args *a, int c, __mmask16 mask,
-                                                                    __m512 bias, int oy, int ox)
+/* One output pixel near the left/right border: rows [ky0, ky1) and, per column tap, a mask that is
+ * all-zero for taps outside the image. A masked-off load never touches memory (and never faults),
+ * so the out-of-range addresses are not dereferenced. */
+static inline __attribute__((always_inline)) __m512 dw_pixel_border(const lsq_dw_args *a, const float *wc,
+                                                                    const float *rowbase, size_t rowstride,
+                                                                    __mmask16 mask, __m512 acc, int ox, int ky0,
+                                                                    int ky1, const int K, const int S)
 {
-    __m512 acc = bias;
-    for (int ky = 0; ky < a->k; ky++) {
-        int iy = oy * a->stride - a->pad_t + ky;
-        if (iy < 0 || iy >= a->H) continue;
-        for (int kx = 0; kx < a->k; kx++) {
-            int ix = ox * a->stride - a->pad_l + kx;
-            if (ix < 0 || ix >= a->W) continue;
-            __m512 x = _mm512_maskz_loadu_ps(mask, a->in + ((size_t)iy * a->W + ix) * a->C + a->c0 + c);
-            __m512 w = _mm512_maskz_loadu_ps(mask, a->w + (size_t)(ky * a->k + kx) * a->nc + c);
-            acc = _mm512_fmadd_ps(x, w, acc);
-        }
+    const size_t C = (size_t)a->C;
+    int ix0 = ox * S - a->pad_l;
+    __mmask16 km[11];
+#pragma GCC unroll 11
+    for (int kx = 0; kx < K; kx++) km[kx] = (ix0 + kx >= 0 && ix0 + kx < a->W) ? mask : 0;
+    for (int ky = ky0; ky < ky1; ky++) {
+        const float *row = rowbase + (ptrdiff_t)ky * (ptrdiff_t)rowstride + (ptrdiff_t)ix0 * (ptrdiff_t)C;
+        const float *wr = wc + (size_t)ky * K * a->nc;
+#pragma GCC unroll 11
+        for (int kx = 0; kx < K; kx++)
+            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(km[kx], row + (ptrdiff_t)kx * (ptrdiff_t)C),
+                                  _mm512_maskz_loadu_ps(mask, wr + (size_t)kx * a->nc), acc);
     }
     return acc;
 }
 
-static inline __attribute__((always_inline)) void dw_block(const lsq_dw_args *a, int c, int oy0, int oy1,
-                                                           float *chsum, const int K, const int S)
+/* Sum of the taps of one output pixel whose columns are all inside: rows [ky0, ky1) only. */
+static inline __attribute__((always_inline)) __m512 dw_taps(const float *base, const float *w, size_t rowstride,
+                                                            size_t C, int nc, __mmask16 mask, __m512 acc, int ky0,
+                                                            int ky1, const int K)
+{
+    for (int ky = ky0; ky < ky1; ky++) {
+        const float *row = base + (size_t)ky * rowstride;
+        const float *wr = w + (size_t)ky * K * nc;
+#pragma GCC unroll 11
+        for (int kx = 0; kx < K; kx++)
+            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, row + (size_t)kx * C),
+                                  _mm512_maskz_loadu_ps(mask, wr + (size_t)kx * nc), acc);
+    }
+    return acc;
+}
+
+static inline __attribute__((always_inline)) void dw_row(const lsq_dw_args *a, int c, int oy_row, float *chsum,
+                                                         const int K, const int S)
 {
     const __mmask16 mask = lsq_mask16(a->nc - c);
     const __m512 bias = _mm512_maskz_loadu_ps(mask, a->bias + c);
-    const size_t C = (size_t)a->C;
+    const size_t C = (size_t)a->C, rowstride = (size_t)a->W * C;
     const float *inc = a->in + a->c0 + c;
+    const float *wc = a->w + c;
     float *outc = a->out + a->c0 + c;
     __m512 sum = _mm512_setzero_ps();
+    const int oy0 = oy_row, oy1 = oy_row + 1;
     /* interior columns: ox*S - pad_l >= 0 and ox*S - pad_l + K - 1 < W */
     int ox_lo = (a->pad_l + S - 1) / S;
-    int ox_hi = (a->W - K + a->pad_l) / S + 1; /* exclusive */
+    int ox_hi = a->W - K + a->pad_l >= 0 ? (a->W - K + a->pad_l) / S + 1 : 0; /* exclusive */
     if (ox_hi > a->OW) ox_hi = a->OW;
     if (ox_lo > ox_hi) ox_lo = ox_hi;
     for (int oy = oy0; oy < oy1; oy++) {
         int iy0 = oy * S - a->pad_t;
+        int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + K > a->H ? a->H - iy0 : K;
         float *orow = outc + (size_t)oy * a->OW * C;
-        int row_inside = iy0 >= 0 && iy0 + K <= a->H;
         int ox = 0;
-        if (row_inside) {
-            for (; ox < ox_lo; ox++) {
-                __m512 y = lsq_act512(a->act, dw_pixel_border(a, c, mask, bias, oy, ox));
-                sum = _mm512_add_ps(sum, y);
-                _mm512_mask_storeu_ps(orow + (size_t)ox * C, mask, y);
-            }
-            for (; ox + 4 <= ox_hi; ox += 4) {
-                __m512 acc0 = bias, acc1 = bias, acc2 = bias, acc3 = bias;
-                const float *base = inc + ((size_t)iy0 * a->W + (size_t)(ox * S - a->pad_l)) * C;
+        const float *rowbase = inc + (ptrdiff_t)iy0 * (ptrdiff_t)rowstride;
+        for (; ox < ox_lo; ox++) {
+            __m512 y = lsq_act512(a->act, dw_pixel_border(a, wc, rowbase, rowstride, mask, bias, ox, ky0, ky1, K, S));
+            sum = _mm512_add_ps(sum, y);
+            _mm512_mask_storeu_ps(orow + (size_t)ox * C, mask, y);
+        }
+        for (; ox + 4 <= ox_hi; ox += 4) {
+            __m512 acc0 = bias, acc1 = bias, acc2 = bias, acc3 = bias;
+            const float *base = rowbase + (ptrdiff_t)(ox * S - a->pad_l) * (ptrdiff_t)C;
+            for (int ky = ky0; ky < ky1; ky++) {
+                const float *row = base + (size_t)ky * rowstride;
+                const float *wr = wc + (size_t)ky * K * a->nc;
 #pragma GCC unroll 11
-                for (int ky = 0; ky < K; ky++) {
-                    const float *row = base + (size_t)ky * a->W * C;
-                    const float *wr = a->w + (size_t)ky * K * a->nc + c;
-#pragma GCC unroll 11
-                    for (int kx = 0; kx < K; kx++) {
-                        __m512 w = _mm512_maskz_loadu_ps(mask, wr + (size_t)kx * a->nc);
-                        const float *px = row + (size_t)kx * C;
-                        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, px), w, acc0);
-                        acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, px + S * C), w, acc1);
-                        acc2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, px + 2 * S * C), w, acc2);
-                        acc3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, px + 3 * S * C), w, acc3);
-                    }
+                for (int kx = 0; kx < K; kx++) {
+                    __m512 w = _mm512_maskz_loadu_ps(mask, wr + (size_t)kx * a->nc);
+                    const float *px = row + (size_t)kx * C;
+                    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, px), w, acc0);
+                    acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, px + S * C), w, acc1);
+                    acc2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, px + 2 * S * C), w, acc2);
+                    acc3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, px + 3 * S * C), w, acc3);
                 }
-                acc0 = lsq_act512(a->act, acc0);
-                acc1 = lsq_act512(a->act, acc1);
-                acc2 = lsq_act512(a->act, acc2);
-                acc3 = lsq_act512(a->act, acc3);
-                sum = _mm512_add_ps(sum, _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
-                float *o = orow + (size_t)ox * C;
-                _mm512_mask_storeu_ps(o, mask, acc0);
-                _mm512_mask_storeu_ps(o + C, mask, acc1);
-                _mm512_mask_storeu_ps(o + 2 * C, mask, acc2);
-                _mm512_mask_storeu_ps(o + 3 * C, mask, acc3);
             }
+            acc0 = lsq_act512(a->act, acc0);
+            acc1 = lsq_act512(a->act, acc1);
+            acc2 = lsq_act512(a->act, acc2);
+            acc3 = lsq_act512(a->act, acc3);
+            sum = _mm512_add_ps(sum, _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
+            float *o = orow + (size_t)ox * C;
+            _mm512_mask_storeu_ps(o, mask, acc0);
+            _mm512_mask_storeu_ps(o + C, mask, acc1);
+            _mm512_mask_storeu_ps(o + 2 * C, mask, acc2);
+            _mm512_mask_storeu_ps(o + 3 * C, mask, acc3);
+        }
+        for (; ox < ox_hi; ox++) {
+            const float *base = rowbase + (ptrdiff_t)(ox * S - a->pad_l) * (ptrdiff_t)C;
+            __m512 y = lsq_act512(a->act, dw_taps(base, wc, rowstride, C, a->nc, mask, bias, ky0, ky1, K));
+            sum = _mm512_add_ps(sum, y);
+            _mm512_mask_storeu_ps(orow + (size_t)ox * C, mask, y);
         }
         for (; ox < a->OW; ox++) {
-            __m512 y = lsq_act512(a->act, dw_pixel_border(a, c, mask, bias, oy, ox));
+            __m512 y = lsq_act512(a->act, dw_pixel_border(a, wc, rowbase, rowstride, mask, bias, ox, ky0, ky1, K, S));
             sum = _mm512_add_ps(sum, y);
             _mm512_mask_storeu_ps(orow + (size_t)ox * C, mask, y);
         }
@@ -157,12 +186,16 @@ static inline __attribute__((always_inline)) void dw_block(const lsq_dw_args *a,
     if (chsum) _mm512_mask_storeu_ps(chsum + c, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, chsum + c), sum));
 }
 
+/* Rows outer, channel blocks inner: the K input rows a row of outputs needs stay in L1/L2 while
+ * every channel block passes over them, and the tensor streams through the cache once. */
 #define DW_CASE(K)                                                                                \
     case K:                                                                                       \
-        if (a->stride == 1)                                                                       \
-            for (int c = 0; c < a->nc; c += 16) dw_block(a, c, oy0, oy1, chsum, K, 1);            \
-        else                                                                                      \
-            for (int c = 0; c < a->nc; c += 16) dw_block(a, c, oy0, oy1, chsum, K, 2);            \
+        for (int oy = oy0; oy < oy1; oy++) {                                                      \
+            if (a->stride == 1)                                                                   \
+                for (int c = 0; c < a->nc; c += 16) dw_row(a, c, oy, chsum, K, 1);                \
+            else                                                                                  \
+                for (int c = 0; c < a->nc; c += 16) dw_row(a, c, oy, chsum, K, 2);                \
+        }                                                                                         \
         return;
 
 static void f32_dwconv__avx512(const lsq_dw_args *a, int oy0, int oy1, float *chsum)
