@@ -311,7 +311,7 @@ lsq_status arch_build(const char *arch, int num_classes, lsq_net_def *out, lsq_e
                 conv_single(&b->se_reduce, name, NULL, mid, rd, 1, 1, act);
                 b->se_reduce.has_bias = 1;
                 snprintf(name, sizeof name, "%s.se.conv_expand", prefix);
-                conv_single(&b->se_expand, name, NULL, rd, mid, 1, 1, LSQ_ACT_NONE); /* sigmoid gate */
+                conv_single(&b->se_expand, name, NULL, rd, mid, 1, 1, LSQ_ACT_SIGMOID);
                 b->se_expand.has_bias = 1;
             }
             int ones[LSQ_MAX_PARTS] = {1, 1, 1, 1, 1, 1, 1, 1};

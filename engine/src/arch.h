@@ -14,6 +14,7 @@ typedef enum {
     LSQ_ACT_NONE = 0,
     LSQ_ACT_RELU,
     LSQ_ACT_SWISH,
+    LSQ_ACT_SIGMOID, /* the SE gate */
 } lsq_act;
 
 #define LSQ_MAX_PARTS 8   /* channel splits of a MixNet mixed conv (kernels 3..11 -> 5) */

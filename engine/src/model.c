@@ -164,33 +164,6 @@ done:
     return s;
 }
 
-/* SE convs keep plain matrices: reduce [rd][C], expand transposed to [rd][C]. */
-static lsq_status load_se(loader *L, const lsq_conv_def *c, lsq_conv *out, int transpose)
-{
-    lsq_status s;
-    out->def = c;
-    size_t n = (size_t)c->cout * c->cin;
-    float *raw = malloc(n * sizeof(float));
-    out->w[0] = lsq_alloc(n * sizeof(float));
-    out->bias = lsq_alloc((size_t)c->cout * sizeof(float));
-    if (!raw || !out->w[0] || !out->bias) {
-        free(raw);
-        return lsq_fail(L->err, LSQ_ERR_NOMEM, "out of memory");
-    }
-    int64_t shape[4] = {c->cout, c->cin, 1, 1}, bshape[1] = {c->cout};
-    if ((s = read_tensor(L, c->name, "weight", 4, shape, raw)) || (s = read_tensor(L, c->name, "bias", 1, bshape, out->bias))) {
-        free(raw);
-        return s;
-    }
-    if (transpose)
-        for (int o = 0; o < c->cout; o++)
-            for (int i = 0; i < c->cin; i++) out->w[0][(size_t)i * c->cout + o] = raw[(size_t)o * c->cin + i];
-    else
-        memcpy(out->w[0], raw, n * sizeof(float));
-    free(raw);
-    return LSQ_OK;
-}
-
 static void conv_free(lsq_conv *c)
 {
     for (int p = 0; p < LSQ_MAX_PARTS; p++) lsq_free(c->w[p]);
@@ -382,8 +355,8 @@ lsq_status lsq_model_load(const char *path, const lsq_load_options *opt, lsq_mod
         lsq_block *b = &m->blocks[i];
         if (bd->has_expand && (s = load_conv(&L, &bd->expand, &b->expand))) goto fail;
         if ((s = load_conv(&L, &bd->dw, &b->dw))) goto fail;
-        if (bd->has_se && ((s = load_se(&L, &bd->se_reduce, &b->se_reduce, 0)) ||
-                           (s = load_se(&L, &bd->se_expand, &b->se_expand, 1))))
+        if (bd->has_se && ((s = load_conv(&L, &bd->se_reduce, &b->se_reduce)) ||
+                           (s = load_conv(&L, &bd->se_expand, &b->se_expand))))
             goto fail;
         if ((s = load_conv(&L, &bd->project, &b->project))) goto fail;
     }
@@ -454,7 +427,7 @@ const char *lsq_model_label(const lsq_model *m, int index)
     return fallback;
 }
 
-static const char *act_name(lsq_act a) { return a == LSQ_ACT_RELU ? "relu" : a == LSQ_ACT_SWISH ? "swish" : "-"; }
+static const char *act_name(lsq_act a) { return a == LSQ_ACT_RELU ? "relu" : a == LSQ_ACT_SWISH ? "swish" : a == LSQ_ACT_SIGMOID ? "sigmoid" : "-"; }
 
 static size_t conv_line(const lsq_conv_def *c, char *buf, size_t len)
 {

@@ -4,7 +4,7 @@
  *   dense 1x1 conv   packed GEMM panels [K=cin][N=cout] per part (kernels.h)
  *   stem (k x k)     packed GEMM panels with K = k*k*cin in (ky, kx, c) order (im2col order)
  *   depthwise        [k*k][channels] per part, channels contiguous
- *   SE reduce        [rd][C] row-major;  SE expand: [rd][C] (transposed, so rows are contiguous in C)
+ *   SE reduce/expand packed GEMM panels [K][N], run as 1-row GEMMs
  *   classifier       packed GEMM panels [K=features][N=classes]
  * BatchNorm is folded into weights and bias (w * gamma / sqrt(var + eps)).
  */

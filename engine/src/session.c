@@ -239,23 +239,18 @@ static void run_depthwise(lsq_session *s, const lsq_conv *c, const float *in, in
     }
 }
 
-/* Squeeze-excite gate from the pooled vector: gate = sigmoid(We act(Wr p + br) + be). */
-static void se_gate(const lsq_conv *red, const lsq_conv *exp_, const float *pooled, float *hidden, float *gate)
+/* Squeeze-excite gate from the pooled vector: gate = sigmoid(We act(Wr p + br) + be), as two
+ * one-row GEMMs on the calling thread (a few thousand MACs: not worth waking the pool). */
+static void se_gate(const lsq_session *s, const lsq_conv *red, const lsq_conv *exp_, const float *pooled,
+                    float *hidden, float *gate)
 {
-    int C = red->def->cin, rd = red->def->cout;
-    for (int r = 0; r < rd; r++) {
-        const float *w = red->w[0] + (size_t)r * C;
-        float acc = red->bias[r];
-        for (int c = 0; c < C; c++) acc += w[c] * pooled[c];
-        hidden[r] = lsq_act_apply(red->def->act, acc);
-    }
-    memcpy(gate, exp_->bias, (size_t)C * sizeof(float));
-    for (int r = 0; r < rd; r++) {
-        const float *w = exp_->w[0] + (size_t)r * C;
-        float h = hidden[r];
-        for (int c = 0; c < C; c++) gate[c] += h * w[c];
-    }
-    for (int c = 0; c < C; c++) gate[c] = 1.f / (1.f + expf(-gate[c]));
+    const lsq_conv_def *r = red->def, *e = exp_->def;
+    lsq_gemm_args g1 = {.M = 1, .N = r->cout, .K = r->cin, .A = pooled, .lda = r->cin, .B = red->w[0],
+                        .bias = red->bias, .C = hidden, .ldc = r->cout, .act = r->act};
+    s->k->f32_gemm(&g1, 0, 1);
+    lsq_gemm_args g2 = {.M = 1, .N = e->cout, .K = e->cin, .A = hidden, .lda = e->cin, .B = exp_->w[0],
+                        .bias = exp_->bias, .C = gate, .ldc = e->cout, .act = e->act};
+    s->k->f32_gemm(&g2, 0, 1);
 }
 
 /* ==== planning ================================================================================= */
@@ -408,7 +403,7 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
         run_depthwise(s, &b->dw, dw_in, bp->H, bp->W, bp, s->buf[tb], bd->has_se ? s->pooled : NULL);
         prof_mark(s, &t, i + 1, PROF_DW);
         int M = bp->OH * bp->OW;
-        if (bd->has_se) se_gate(&b->se_reduce, &b->se_expand, s->pooled, s->hidden, s->gate);
+        if (bd->has_se) se_gate(s, &b->se_reduce, &b->se_expand, s->pooled, s->hidden, s->gate);
         prof_mark(s, &t, i + 1, PROF_SE);
         /* the projection writes over the expanded tensor, which is dead by now */
         run_pointwise(s, &b->project, s->buf[tb], M, s->buf[e], bd->skip ? s->buf[x] : NULL,

