@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# test_cli.sh - the `lsq` command line: architectures built by the block-string decoder against
+# timm's reference tensor lists, error handling of bad checkpoints and arguments, thread and kernel
+# level agreement, and the bench JSON contract. Prints "ok"/"not ok" lines (tests/run.sh counts).
+set -u
+LSQ=${LSQ_BIN:?}
+ROOT=${LSQ_ROOT:?}
+T=$(mktemp -d "${LSQ_TMP:-/tmp}/cli.XXXXXX")
+PY=/usr/bin/python3
+ok() { echo "ok $1"; }
+nok() { echo "not ok $1${2:+: $2}"; }
+check() { local name=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$name"; else nok "$name" "$(head -c 300 "$T/out" | tr '\n' ' ')"; fi; }
+fails_with() { # name, expected exit code, regex the message must match, command...
+    local name=$1 code=$2 re=$3; shift 3
+    "$@" >"$T/out" 2>&1; local rc=$?
+    if [ $rc -eq "$code" ] && grep -Eq "$re" "$T/out"; then ok "$name"; else nok "$name" "exit $rc: $(head -c 300 "$T/out" | tr '\n' ' ')"; fi
+}
+
+# --- every architecture: tensor names and shapes equal timm's ---------------------------------------
+for ref in "$ROOT"/tests/data/arch/*.state_dict.txt; do
+    arch=$(basename "$ref" .state_dict.txt)
+    "$LSQ" init --arch "$arch" --out "$T/$arch.st" || { nok "init_$arch"; continue; }
+    "$LSQ" inspect "$T/$arch.st" | sed -n '/^tensors:/,$p' | tail -n +2 |
+        awk '{ $2=""; n=$1; $1=""; gsub(/^ +| +$/, ""); gsub(/\[|\]/, ""); print n " (" $0 ")" }' |
+        sed 's/(\([0-9]*\))/(\1,)/' | sort >"$T/got"
+    grep -v 'num_batches_tracked\|^PARAMS' "$ref" | sort >"$T/want"
+    if diff -q "$T/want" "$T/got" >/dev/null; then ok "tensors_match_timm_$arch"
+    else nok "tensors_match_timm_$arch" "$(diff "$T/want" "$T/got" | head -5 | tr '\n' ' ')"; fi
+    want=$(sed -n 's/^PARAMS //p' "$ref"); got=$("$LSQ" inspect "$T/$arch.st" | sed -n 's/^parameters: *//p')
+    if [ "$want" = "$got" ]; then ok "param_count_$arch"; else nok "param_count_$arch" "timm $want, engine $got"; fi
+done
+
+# --- inference basics -------------------------------------------------------------------------------
+$PY -c "import numpy as np; np.random.seed(1); np.random.randn(2,3,64,48).astype('<f4').tofile('$T/x.f32')"
+B0=$T/efficientnet_b0.st
+check infer_runs "$LSQ" infer --model "$B0" --input "$T/x.f32" --shape 2,3,64,48 --output "$T/y1.f32"
+"$LSQ" infer --model "$B0" --input "$T/x.f32" --shape 2,3,64,48 --output "$T/y2.f32" --threads 2
+LSQ_ISA=scalar "$LSQ" infer --model "$B0" --input "$T/x.f32" --shape 2,3,64,48 --output "$T/y3.f32"
+cmp_logits() { $PY - "$@" <<'PY'
+import sys, numpy as np
+a, b = (np.fromfile(f, '<f4') for f in sys.argv[1:3])
+tol = 1e-5 * (b.max() - b.min())
+sys.exit(0 if a.shape == (2000,) and b.shape == a.shape and np.abs(a - b).max() <= tol and np.isfinite(a).all() else 1)
+PY
+}
+check threads_agree cmp_logits "$T/y2.f32" "$T/y1.f32"
+check scalar_kernels_agree cmp_logits "$T/y3.f32" "$T/y1.f32"
+# the second item of a batch equals the same image run alone
+$PY -c "import numpy as np; np.fromfile('$T/x.f32','<f4')[3*64*48:].tofile('$T/x1.f32')"
+"$LSQ" infer --model "$B0" --input "$T/x1.f32" --shape 1,3,64,48 --output "$T/y1b.f32"
+check batch_item_equals_single $PY -c "
+import numpy as np; y=np.fromfile('$T/y1.f32','<f4').reshape(2,1000); z=np.fromfile('$T/y1b.f32','<f4')
+assert np.array_equal(y[1], z)"
+
+# --- bench contract -----------------------------------------------------------------------------------
+"$LSQ" bench --arch mixnet_s --size 64 --iters 3 --warmup 1 --json >"$T/bench.json" 2>"$T/bench.err"
+check bench_json_contract $PY -c "
+import json; d=json.load(open('$T/bench.json'))
+for k in ('arch','config','size','threads','iters','p50_ms','p90_ms','p99_ms','model_bytes'): assert k in d, k
+assert d['arch']=='mixnet_s' and d['config']=='fp32' and d['size']==64 and d['iters']==3
+assert 0 < d['p50_ms'] <= d['p90_ms'] <= d['p99_ms'] and d['model_bytes'] > 1e6"
+
+# --- bad input: clear errors, right exit codes ----------------------------------------------------------
+fails_with missing_model 1 "nope.safetensors" "$LSQ" infer --model "$T/nope.safetensors" --input "$T/x.f32" --shape 2,3,64,48 --output "$T/y.f32"
+head -c 1000 "$B0" >"$T/trunc.st"
+fails_with truncated_model 1 "trunc.st" "$LSQ" inspect "$T/trunc.st"
+: >"$T/empty.st"
+fails_with empty_model 1 "empty.st" "$LSQ" inspect "$T/empty.st"
+fails_with arch_mismatch 1 "mixnet_s" "$LSQ" inspect --arch mixnet_s "$B0"
+fails_with unknown_arch 1 "known: efficientnet_b0" "$LSQ" init --arch resnet50 --out "$T/r.st"
+fails_with wrong_input_size 1 "bytes" "$LSQ" infer --model "$B0" --input "$T/x.f32" --shape 1,3,64,64 --output "$T/y.f32"
+fails_with bad_shape 2 "shape" "$LSQ" infer --model "$B0" --input "$T/x.f32" --shape 2,3,16,16 --output "$T/y.f32"
+fails_with bad_threads 2 "threads" "$LSQ" bench --arch mixnet_s --threads 0
+fails_with unknown_command 2 "unknown command" "$LSQ" frobnicate
+fails_with unknown_config 1 "w9a9" "$LSQ" infer --model "$B0" --config w9a9 --input "$T/x.f32" --shape 2,3,64,48 --output "$T/y.f32"
+# a tensor of the wrong shape is named in the error
+$PY - "$B0" "$T/bad.st" <<'PY'
+import json, struct, sys
+src, dst = sys.argv[1:3]
+raw = open(src, 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]
+hdr = json.loads(raw[8:8 + n])
+hdr['blocks.2.0.conv_dw.weight']['shape'] = [144, 1, 25, 1]   # same byte count, wrong shape
+h = json.dumps(hdr).encode(); h += b' ' * (-len(h) % 8)
+open(dst, 'wb').write(struct.pack('<Q', len(h)) + h + raw[8 + n:])
+PY
+fails_with misshapen_tensor_named 1 "blocks.2.0.conv_dw.weight.*\[144, 1, 5, 5\]" "$LSQ" inspect "$T/bad.st"
+check version "$LSQ" --version
+rm -rf "$T"
