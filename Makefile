@@ -85,7 +85,7 @@ $(PC): engine/lsq.pc.in Makefile
 # --- set-up -------------------------------------------------------------------------------------
 DEB_BUILD := gcc make pkg-config libopenblas-dev libjansson-dev libturbojpeg0-dev libpng-dev libwebp-dev \
              zlib1g-dev libmicrohttpd-dev
-DEB_TEST  := python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist nodejs npm
+DEB_TEST  := bc python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist nodejs npm
 deps:
 	@missing=$$(for p in $(DEB_BUILD) $(DEB_TEST); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
