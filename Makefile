@@ -2,6 +2,7 @@
 #
 #   make              engine library (static + shared), CLI, pkg-config file -> build/
 #   make deps         install missing Debian packages (apt-get, as root)
+#   make run          the main job (until the HTTP server lands: the benchmark vs ONNX Runtime)
 #   make test         everything: C unit tests, CLI tests, PyTorch comparisons
 #   make bench        engine vs ONNX Runtime, side by side (see README, Performance)
 #   make install      PREFIX=/usr/local
@@ -52,7 +53,7 @@ LIB_SO := $(BUILD)/liblsq.so
 CLI    := $(BUILD)/lsq
 PC     := $(BUILD)/lsq.pc
 
-.PHONY: all deps test test-unit test-cli test-torch bench install uninstall clean
+.PHONY: all deps run test test-unit test-cli test-torch bench install uninstall clean
 all: $(LIB_A) $(LIB_SO) $(CLI) $(PC) $(UNIT_BIN)
 
 $(BUILD)/obj/%__avx512.o: %__avx512.c
@@ -85,7 +86,7 @@ $(PC): engine/lsq.pc.in Makefile
 # --- set-up -------------------------------------------------------------------------------------
 DEB_BUILD := gcc make pkg-config libopenblas-dev libjansson-dev libturbojpeg0-dev libpng-dev libwebp-dev \
              zlib1g-dev libmicrohttpd-dev
-DEB_TEST  := bc python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist nodejs npm
+DEB_TEST  := bc python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist
 deps:
 	@missing=$$(for p in $(DEB_BUILD) $(DEB_TEST); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -96,9 +97,19 @@ deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all packages present"; fi
 
-# --- tests --------------------------------------------------------------------------------------
-test: all
+# --- the README's two commands ------------------------------------------------------------------
+# Both install what is missing first, so they work on a fresh Debian 12 machine.
+run:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	@tests/bench/bench.sh $(BUILD)
+
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
 	@tests/run.sh $(BUILD)
+
+# --- tests --------------------------------------------------------------------------------------
 test-unit: all
 	@tests/run.sh $(BUILD) unit
 test-cli: all
