@@ -16,7 +16,7 @@
 
 static const char preprocess_usage[] =
     "usage: lsq preprocess IMAGE --output X.f32 [options]\n"
-    "  --output PATH        raw float32 NCHW [1,3,S,S] tensor to write\n"
+    "  --output PATH        raw float32 NCHW [1,3,S,S] tensor to write\n  --model M            take the preprocessing from checkpoint M's metadata (flags override)\n"
     "  --size N             model input size S (default 224)\n"
     "  --resize R           shorter side after resize (default floor(S / crop_pct))\n"
     "  --crop-pct P         crop fraction (default 0.875)\n"
@@ -29,7 +29,7 @@ static const char preprocess_usage[] =
 
 /* Flags given on the command line; has_* say which fields override the base. */
 typedef struct {
-    const char *image, *output;
+    const char *image, *output, *model;
     int has_size, has_resize, has_crop_pct, has_interp, has_mean, has_std, has_gray;
     lsq_preprocess v;
     int no_exif, dct_scale;
@@ -86,12 +86,12 @@ static int parse_triple(const char *s, float out[3])
 /* Returns 0 when parsed, 2 on a usage error (message printed), -1 for --help. */
 static int parse_args(int argc, char **argv, preprocess_args *a)
 {
-    enum { OPT_SIZE = 256, OPT_RESIZE, OPT_CROP, OPT_INTERP, OPT_MEAN, OPT_STD, OPT_GRAY, OPT_NO_EXIF, OPT_DCT };
+    enum { OPT_MODEL = 255, OPT_SIZE = 256, OPT_RESIZE, OPT_CROP, OPT_INTERP, OPT_MEAN, OPT_STD, OPT_GRAY, OPT_NO_EXIF, OPT_DCT };
     static const struct option opts[] = {
         {"output", 1, 0, 'o'},     {"size", 1, 0, OPT_SIZE},      {"resize", 1, 0, OPT_RESIZE},
         {"crop-pct", 1, 0, OPT_CROP}, {"interp", 1, 0, OPT_INTERP}, {"mean", 1, 0, OPT_MEAN},
         {"std", 1, 0, OPT_STD},    {"gray", 0, 0, OPT_GRAY},      {"no-exif", 0, 0, OPT_NO_EXIF},
-        {"dct-scale", 0, 0, OPT_DCT}, {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+        {"dct-scale", 0, 0, OPT_DCT}, {"model", 1, 0, OPT_MODEL}, {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     int c, idx = -1;
     optind = 1;
@@ -127,6 +127,7 @@ static int parse_args(int argc, char **argv, preprocess_args *a)
         case OPT_GRAY: a->has_gray = 1; break;
         case OPT_NO_EXIF: a->no_exif = 1; break;
         case OPT_DCT: a->dct_scale = 1; break;
+        case OPT_MODEL: a->model = optarg; break;
         case 'h': return -1;
         default: return cli_usage("preprocess", "unknown option");
         }
@@ -180,6 +181,12 @@ int cmd_preprocess(int argc, char **argv)
 
     lsq_preprocess pre;
     preprocess_defaults(&pre);
+    if (a.model) { /* the checkpoint's own preprocessing; flags still override it */
+        lsq_model *m = cli_load_model("preprocess", a.model, NULL, NULL);
+        if (!m) return 1;
+        pre = *lsq_model_preprocess(m);
+        lsq_model_free(m);
+    }
     preprocess_apply(&pre, &a);
 
     lsq_error err = {{0}};

@@ -196,7 +196,11 @@ int cmd_classify(int argc, char **argv)
     if (json) printf("[");
     for (int i = optind; i < argc; i++) {
         lsq_image img = {0};
-        if (lsq_image_load(argv[i], NULL, &img, &err) || lsq_image_preprocess(&img, pp, x, &err)) {
+        if (lsq_image_load(argv[i], NULL, &img, &err)) { /* the message names the file */
+            rc = cli_error("classify", "%s", err.msg);
+            continue;
+        }
+        if (lsq_image_preprocess(&img, pp, x, &err)) {
             lsq_image_free(&img);
             rc = cli_error("classify", "%s: %s", argv[i], err.msg);
             continue;
