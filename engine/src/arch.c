@@ -62,14 +62,15 @@ typedef struct {
 #define MIXNET(nm, st, cm, stem, tf, interp)                                                      \
     { nm, st, cm, 1.0, stem, 1536, 0, LSQ_ACT_RELU, tf, 224, 0.875f, interp }
 
+/* input size / crop_pct: timm's default evaluation settings (models/lsqnet/nets.py agrees) */
 static const arch_entry arch_table[] = {
     EFFNET("efficientnet_b0", 1.0, 1.0, 224, 0.875f, 0),
-    EFFNET("efficientnet_b1", 1.0, 1.1, 240, 0.882f, 0),
-    EFFNET("efficientnet_b2", 1.1, 1.2, 260, 0.890f, 0),
-    EFFNET("efficientnet_b3", 1.2, 1.4, 300, 0.904f, 0),
-    MIXNET("mixnet_s", mixnet_s_stages, 1.0, 16, 0, LSQ_INTERP_BILINEAR),
-    MIXNET("mixnet_m", mixnet_m_stages, 1.0, 24, 0, LSQ_INTERP_BILINEAR),
-    MIXNET("mixnet_l", mixnet_m_stages, 1.3, 24, 0, LSQ_INTERP_BILINEAR),
+    EFFNET("efficientnet_b1", 1.0, 1.1, 240, 0.875f, 0),
+    EFFNET("efficientnet_b2", 1.1, 1.2, 256, 0.875f, 0),
+    EFFNET("efficientnet_b3", 1.2, 1.4, 288, 0.875f, 0),
+    MIXNET("mixnet_s", mixnet_s_stages, 1.0, 16, 0, LSQ_INTERP_BICUBIC),
+    MIXNET("mixnet_m", mixnet_m_stages, 1.0, 24, 0, LSQ_INTERP_BICUBIC),
+    MIXNET("mixnet_l", mixnet_m_stages, 1.3, 24, 0, LSQ_INTERP_BICUBIC),
     EFFNET("tf_efficientnet_b0", 1.0, 1.0, 224, 0.875f, 1),
     EFFNET("tf_efficientnet_b1", 1.0, 1.1, 240, 0.882f, 1),
     EFFNET("tf_efficientnet_b2", 1.1, 1.2, 260, 0.890f, 1),
@@ -332,14 +333,10 @@ lsq_status arch_build(const char *arch, int num_classes, lsq_net_def *out, lsq_e
     p->input_size = e->input_size;
     p->crop_pct = e->crop_pct;
     p->interp = e->interp;
-    if (e->tf) {
-        /* TF ports use Inception normalisation */
-        for (int c = 0; c < 3; c++) p->mean[c] = p->std[c] = 0.5f;
-    } else {
-        const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
-        memcpy(p->mean, mean, sizeof mean);
-        memcpy(p->std, std, sizeof std);
-    }
+    /* timm's default_cfg for these weights: ImageNet mean/std, bicubic (tf_ ports included) */
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    memcpy(p->mean, mean, sizeof mean);
+    memcpy(p->std, std, sizeof std);
     return LSQ_OK;
 }
 
