@@ -45,6 +45,8 @@ PY
 }
 check threads_agree cmp_logits "$T/y2.f32" "$T/y1.f32"
 check scalar_kernels_agree cmp_logits "$T/y3.f32" "$T/y1.f32"
+check batch_items_differ $PY -c "
+import numpy as np; y=np.fromfile('$T/y1.f32','<f4').reshape(2,1000); assert np.abs(y[0]-y[1]).max() > 1e-3 * np.ptp(y[0])"
 # the second item of a batch equals the same image run alone
 $PY -c "import numpy as np; np.fromfile('$T/x.f32','<f4')[3*64*48:].tofile('$T/x1.f32')"
 "$LSQ" infer --model "$B0" --input "$T/x1.f32" --shape 1,3,64,48 --output "$T/y1b.f32"
