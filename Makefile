@@ -31,7 +31,7 @@ endif
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
            -Wpointer-arith -Wvla -Wformat=2
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC $(WARN) -Iengine/include -Iengine/src -MMD -MP \
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -fvisibility=hidden $(WARN) -Iengine/include -Iengine/src -MMD -MP \
            -fno-math-errno -fno-trapping-math
 LDLIBS  := -lopenblas -ljansson -lturbojpeg -lpng -lwebp -lz -lm -lpthread
 LDFLAGS += $(SAN_LDFLAGS)

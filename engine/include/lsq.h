@@ -25,6 +25,9 @@
 extern "C" {
 #endif
 
+/* Only the functions declared here are exported from liblsq.so (the rest builds hidden). */
+#define LSQ_API __attribute__((visibility("default")))
+
 #define LSQ_VERSION "0.1.0"
 #define LSQ_FORMAT_VERSION 1 /* our checkpoints' __metadata__["format_version"] */
 
@@ -41,7 +44,7 @@ typedef enum {
     LSQ_ERR_UNSUPPORTED, /* valid request the engine cannot serve (e.g. unknown config) */
 } lsq_status;
 
-const char *lsq_status_to_string(lsq_status s);
+LSQ_API const char *lsq_status_to_string(lsq_status s);
 
 typedef struct {
     char msg[512];
@@ -77,26 +80,26 @@ typedef struct {
     const char *config; /* execution configuration; NULL or "fp32" for float */
 } lsq_load_options;
 
-lsq_status lsq_model_load(const char *path, const lsq_load_options *opt, lsq_model **out, lsq_error *err);
-void lsq_model_free(lsq_model *m);
+LSQ_API lsq_status lsq_model_load(const char *path, const lsq_load_options *opt, lsq_model **out, lsq_error *err);
+LSQ_API void lsq_model_free(lsq_model *m);
 
-const char *lsq_model_arch(const lsq_model *m);
-const char *lsq_model_config(const lsq_model *m);
-int lsq_model_num_classes(const lsq_model *m);
-const char *lsq_model_label(const lsq_model *m, int index); /* never NULL: falls back to "class_<i>" */
-const lsq_preprocess *lsq_model_preprocess(const lsq_model *m);
-int64_t lsq_model_num_params(const lsq_model *m);
-int64_t lsq_model_file_bytes(const lsq_model *m);
+LSQ_API const char *lsq_model_arch(const lsq_model *m);
+LSQ_API const char *lsq_model_config(const lsq_model *m);
+LSQ_API int lsq_model_num_classes(const lsq_model *m);
+LSQ_API const char *lsq_model_label(const lsq_model *m, int index); /* never NULL: falls back to "class_<i>" */
+LSQ_API const lsq_preprocess *lsq_model_preprocess(const lsq_model *m);
+LSQ_API int64_t lsq_model_num_params(const lsq_model *m);
+LSQ_API int64_t lsq_model_file_bytes(const lsq_model *m);
 /* Human-readable summary (architecture, layers, tensors, metadata) written to buf; returns the
  * length it needed (snprintf semantics). */
-size_t lsq_model_describe(const lsq_model *m, char *buf, size_t len);
+LSQ_API size_t lsq_model_describe(const lsq_model *m, char *buf, size_t len);
 
 /* Architectures the engine can build, as a NULL-terminated list. */
-const char *const *lsq_arch_names(void);
+LSQ_API const char *const *lsq_arch_names(void);
 
 /* Write a checkpoint with seeded random weights and randomised BatchNorm statistics (for
  * benchmarks and tests). num_classes <= 0 means 1000. */
-lsq_status lsq_model_init_random(const char *arch, int num_classes, uint64_t seed, const char *out_path,
+LSQ_API lsq_status lsq_model_init_random(const char *arch, int num_classes, uint64_t seed, const char *out_path,
                                  lsq_error *err);
 
 /* ---------------------------------------------------------------------------------------------
@@ -108,13 +111,13 @@ typedef struct {
     int threads;       /* intra-op threads; <= 0 means 1 */
 } lsq_session_options;
 
-lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt, lsq_session **out,
+LSQ_API lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt, lsq_session **out,
                               lsq_error *err);
-void lsq_session_free(lsq_session *s);
+LSQ_API void lsq_session_free(lsq_session *s);
 
 /* input: float32 NCHW [1, 3, H, W] (already normalised); logits: float32 [num_classes].
  * Never allocates. */
-lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits);
+LSQ_API lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits);
 
 /* ---------------------------------------------------------------------------------------------
  * Images
@@ -133,24 +136,24 @@ typedef struct {
 #define LSQ_DEFAULT_MAX_PIXELS (64LL * 1024 * 1024)
 
 /* Decode JPEG, PNG or WebP from memory (sniffed from the bytes, not from a name). */
-lsq_status lsq_image_decode(const void *data, size_t size, const lsq_image_options *opt, lsq_image *out,
+LSQ_API lsq_status lsq_image_decode(const void *data, size_t size, const lsq_image_options *opt, lsq_image *out,
                             lsq_error *err);
-lsq_status lsq_image_load(const char *path, const lsq_image_options *opt, lsq_image *out, lsq_error *err);
-void lsq_image_free(lsq_image *img);
+LSQ_API lsq_status lsq_image_load(const char *path, const lsq_image_options *opt, lsq_image *out, lsq_error *err);
+LSQ_API void lsq_image_free(lsq_image *img);
 
 /* Resize, crop and normalise into out: float32 NCHW [1, 3, p->input_size, p->input_size]. */
-lsq_status lsq_image_preprocess(const lsq_image *img, const lsq_preprocess *p, float *out, lsq_error *err);
+LSQ_API lsq_status lsq_image_preprocess(const lsq_image *img, const lsq_preprocess *p, float *out, lsq_error *err);
 
 /* The shorter side after p's resize step: p->resize_size, or floor(input_size / crop_pct) computed
  * as timm does. 0 when p is invalid. */
-int lsq_preprocess_resize_size(const lsq_preprocess *p);
+LSQ_API int lsq_preprocess_resize_size(const lsq_preprocess *p);
 
 /* As lsq_image_decode, but a JPEG whose shorter side is at least twice resize_short (typically
  * lsq_preprocess_resize_size(p)) is decoded at 1/2, 1/4 or 1/8 scale in TurboJPEG's IDCT, the
  * largest reduction that keeps it so: several times faster on photos, but the pixels then differ
  * slightly from PIL's (engine/src/image.c gives the measured difference). Other formats and
  * resize_short <= 0 decode exactly as lsq_image_decode. */
-lsq_status lsq_image_decode_scaled(const void *data, size_t size, const lsq_image_options *opt, int resize_short,
+LSQ_API lsq_status lsq_image_decode_scaled(const void *data, size_t size, const lsq_image_options *opt, int resize_short,
                                    lsq_image *out, lsq_error *err);
 
 /* ---------------------------------------------------------------------------------------------
@@ -158,13 +161,13 @@ lsq_status lsq_image_decode_scaled(const void *data, size_t size, const lsq_imag
  * ------------------------------------------------------------------------------------------- */
 
 /* One line naming the kernels in use (e.g. "kernels: avx512 (forced: no)") and the BLAS core. */
-const char *lsq_runtime_describe(void);
+LSQ_API const char *lsq_runtime_describe(void);
 
 /* Debian's OpenBLAS misdetects recent CPUs and picks slow kernels. Call first thing in main():
  * when OPENBLAS_CORETYPE is unset and the library's core is weaker than the CPU supports, this
  * re-executes the program with OPENBLAS_CORETYPE set (the library reads it only when it loads).
  * A value already set is respected. Returns only when no re-exec happened. */
-void lsq_blas_fixup(int argc, char **argv);
+LSQ_API void lsq_blas_fixup(int argc, char **argv);
 
 #ifdef __cplusplus
 }
