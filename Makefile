@@ -52,9 +52,10 @@ LIB_A  := $(BUILD)/liblsq.a
 LIB_SO := $(BUILD)/liblsq.so
 CLI    := $(BUILD)/lsq
 PC     := $(BUILD)/lsq.pc
+BENCH_GEMM := $(BUILD)/bench_gemm
 
 .PHONY: all deps run test test-unit test-cli test-torch bench install uninstall clean
-all: $(LIB_A) $(LIB_SO) $(CLI) $(PC) $(UNIT_BIN)
+all: $(LIB_A) $(LIB_SO) $(CLI) $(PC) $(UNIT_BIN) $(BENCH_GEMM)
 
 $(BUILD)/obj/%__avx512.o: %__avx512.c
 	@mkdir -p $(dir $@)
@@ -79,6 +80,8 @@ $(CLI): $(CLI_OBJ) $(LIB_A)
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB_A) $(LDLIBS)
+$(BENCH_GEMM): tests/bench/bench_gemm.c $(LIB_A)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(LDLIBS)
 $(PC): engine/lsq.pc.in Makefile
 	@mkdir -p $(dir $@)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define LSQ_VERSION "\(.*\)"/\1/p' engine/include/lsq.h)|' $< > $@
