@@ -88,4 +88,11 @@ open(dst, 'wb').write(struct.pack('<Q', len(h)) + h + raw[8 + n:])
 PY
 fails_with misshapen_tensor_named 1 "blocks.2.0.conv_dw.weight.*\[144, 1, 5, 5\]" "$LSQ" inspect "$T/bad.st"
 check version "$LSQ" --version
+# OpenBLAS core fix-up: unset -> re-executed with the CPU's core; a value already set is respected
+if grep -q avx512f /proc/cpuinfo; then
+    # OpenBLAS recognises some AVX-512 CPUs itself (Cooperlake here on Zen 5), others not (Prescott
+    # on Emerald Rapids): either way the core in use must be an AVX-512 one
+    check blas_core_avx512_when_unset bash -c "env -u OPENBLAS_CORETYPE '$LSQ' --version | grep -Eq 'core (SkylakeX|Cooperlake|SapphireRapids)'"
+fi
+check blas_coretype_respected bash -c "OPENBLAS_CORETYPE=Prescott '$LSQ' --version | grep -q 'core Prescott'"
 rm -rf "$T"
