@@ -16,10 +16,16 @@
 #include "threadpool.h"
 #include "util.h"
 
+/* Fuse expand and depthwise when the expanded tensor is larger than this (it would not stay in
+ * L2 between the two), in bands whose expanded rows take about FUSE_BAND_BYTES. */
+#define FUSE_MIN_BYTES ((size_t)1 << 20)
+#define FUSE_BAND_BYTES ((size_t)128 << 10)
+
 typedef struct {
     int H, W;   /* block input */
     int OH, OW; /* after the depthwise conv */
     int pad_t[LSQ_MAX_PARTS], pad_l[LSQ_MAX_PARTS];
+    int band;   /* > 0: expand and depthwise fused, this many output rows per band */
 } block_plan;
 
 struct lsq_session {
@@ -36,6 +42,8 @@ struct lsq_session {
     float *chsum;           /* [nthreads][cmax] depthwise channel sums */
     float *pooled, *hidden, *gate, *feat;
     float *bscaled;         /* projection weights scaled by the SE gate */
+    float *band;            /* [nthreads][band_floats] expanded rows of a fused block */
+    size_t band_floats;
     double *prof;           /* LSQ_PROFILE: seconds per (layer slot, kind), or NULL */
     int nprof;
     int cmax;
@@ -45,8 +53,8 @@ struct lsq_session {
  * Wall time per layer kind and block, accumulated over runs and printed when the session is freed:
  * where an inference spends its time, for users tuning a deployment and for us. */
 
-enum { PROF_STEM, PROF_EXPAND, PROF_DW, PROF_SE, PROF_PROJECT, PROF_HEAD, PROF_KINDS };
-static const char *const prof_names[PROF_KINDS] = {"stem", "expand", "dw", "se", "project", "head+fc"};
+enum { PROF_STEM, PROF_EXPAND, PROF_DW, PROF_EXPDW, PROF_SE, PROF_PROJECT, PROF_HEAD, PROF_KINDS };
+static const char *const prof_names[PROF_KINDS] = {"stem", "expand", "dw", "exp+dw", "se", "project", "head+fc"};
 
 static double now_s(void)
 {
@@ -87,6 +95,8 @@ static void prof_print(const lsq_session *s)
 }
 
 /* ==== parallel helpers ========================================================================= */
+
+static void pooled_from_chsum(const lsq_session *s, int C, int npix, float *pooled);
 
 typedef struct {
     const lsq_session *s;
@@ -229,14 +239,109 @@ static void run_depthwise(lsq_session *s, const lsq_conv *c, const float *in, in
         };
         lsq_pool_run(s->pool, dw_task, &j);
     }
-    if (pooled) {
-        float inv = 1.f / (float)(bp->OH * bp->OW);
-        for (int ch = 0; ch < d->cout; ch++) {
-            float acc = 0.f;
-            for (int t = 0; t < s->nthreads; t++) acc += s->chsum[(size_t)t * s->cmax + ch];
-            pooled[ch] = acc * inv;
+    if (pooled) pooled_from_chsum(s, d->cout, bp->OH * bp->OW, pooled);
+}
+
+/* ==== fused expand + depthwise ==================================================================
+ * In early layers the expanded tensor (112x112x96 floats = 4.8 MB in B0's second block) does not
+ * fit in L2: writing it out and reading it back for the depthwise conv cost more than the math.
+ * Instead each thread walks its output rows in bands and expands only the input rows a band needs
+ * into a private buffer that stays in L2 (rows shared with the previous band are kept, moved to
+ * the front), then convolves them. Threads recompute the few rows where their ranges meet. */
+
+/* Input rows [*lo, *hi) that output rows [o0, o1) read, over all kernel parts. */
+static void band_rows(const lsq_conv_def *dw, const block_plan *bp, int o0, int o1, int *lo, int *hi)
+{
+    int l = bp->H, h = 0;
+    for (int p = 0; p < dw->nparts; p++) {
+        l = LSQ_MIN(l, o0 * dw->stride - bp->pad_t[p]);
+        h = LSQ_MAX(h, (o1 - 1) * dw->stride - bp->pad_t[p] + dw->part[p].k);
+    }
+    *lo = LSQ_MAX(l, 0);
+    *hi = LSQ_MIN(h, bp->H);
+}
+
+/* Most input rows a band of R output rows can need (a bound, for sizing the buffer). */
+static int band_rows_max(const lsq_conv_def *dw, const block_plan *bp, int R)
+{
+    int reach = 0, pad = 0;
+    for (int p = 0; p < dw->nparts; p++) {
+        reach = LSQ_MAX(reach, dw->part[p].k - bp->pad_t[p]);
+        pad = LSQ_MAX(pad, bp->pad_t[p]);
+    }
+    return LSQ_MIN((R - 1) * dw->stride + reach + pad, bp->H);
+}
+
+typedef struct {
+    lsq_session *s;
+    const lsq_block *b;
+    const block_plan *bp;
+    const float *in; /* block input, H x W x cin */
+    float *out;      /* depthwise output, OH x OW x cexp */
+    int with_sum;
+} fused_job;
+
+static void fused_task(void *ctx, int tid, int n)
+{
+    const fused_job *j = ctx;
+    lsq_session *s = j->s;
+    const lsq_conv_def *ex = j->b->expand.def, *dw = j->b->dw.def;
+    const block_plan *bp = j->bp;
+    int b, e;
+    lsq_pool_range(bp->OH, 1, tid, n, &b, &e);
+    float *buf = s->band + (size_t)tid * s->band_floats;
+    float *sum = j->with_sum ? s->chsum + (size_t)tid * s->cmax : NULL;
+    const size_t rowf = (size_t)bp->W * ex->cout;
+    int have_lo = 0, have_hi = 0; /* input rows now in buf */
+    for (int o0 = b; o0 < e; o0 += bp->band) {
+        int o1 = LSQ_MIN(o0 + bp->band, e), lo, hi;
+        band_rows(dw, bp, o0, o1, &lo, &hi);
+        int start = lo;
+        if (have_hi > lo && have_lo <= lo) {
+            memmove(buf, buf + (size_t)(lo - have_lo) * rowf, (size_t)(have_hi - lo) * rowf * sizeof(float));
+            start = have_hi;
+        }
+        for (int p = 0; p < ex->nparts && start < hi; p++) {
+            const lsq_conv_part *pt = &ex->part[p];
+            lsq_gemm_args g = {
+                .M = (hi - start) * bp->W, .N = pt->cout, .K = pt->cin,
+                .A = j->in + (size_t)start * bp->W * ex->cin + pt->in_off, .lda = ex->cin,
+                .B = j->b->expand.w[p], .bias = j->b->expand.bias + pt->out_off,
+                .C = buf + (size_t)(start - lo) * rowf + pt->out_off, .ldc = ex->cout,
+                .act = ex->act,
+            };
+            s->k->f32_gemm(&g, 0, g.M);
+        }
+        have_lo = lo;
+        have_hi = hi;
+        for (int p = 0; p < dw->nparts; p++) {
+            const lsq_conv_part *pt = &dw->part[p];
+            lsq_dw_args a = {.in = buf, .row0 = lo, .H = bp->H, .W = bp->W, .C = dw->cin, .c0 = pt->in_off,
+                             .nc = pt->cin, .k = pt->k, .stride = dw->stride, .pad_t = bp->pad_t[p],
+                             .pad_l = bp->pad_l[p], .w = j->b->dw.w[p], .bias = j->b->dw.bias + pt->out_off,
+                             .out = j->out, .OH = bp->OH, .OW = bp->OW, .act = dw->act};
+            s->k->f32_dwconv(&a, o0, o1, sum ? sum + pt->in_off : NULL);
         }
     }
+}
+
+static void pooled_from_chsum(const lsq_session *s, int C, int npix, float *pooled)
+{
+    float inv = 1.f / (float)npix;
+    for (int ch = 0; ch < C; ch++) {
+        float acc = 0.f;
+        for (int t = 0; t < s->nthreads; t++) acc += s->chsum[(size_t)t * s->cmax + ch];
+        pooled[ch] = acc * inv;
+    }
+}
+
+static void run_expand_depthwise(lsq_session *s, const lsq_block *b, const block_plan *bp, const float *in,
+                                 float *out, float *pooled)
+{
+    if (pooled) memset(s->chsum, 0, (size_t)s->nthreads * s->cmax * sizeof(float));
+    fused_job j = {s, b, bp, in, out, pooled != NULL};
+    lsq_pool_run(s->pool, fused_task, &j);
+    if (pooled) pooled_from_chsum(s, b->dw.def->cout, bp->OH * bp->OW, pooled);
 }
 
 /* Squeeze-excite gate from the pooled vector: gate = sigmoid(We act(Wr p + br) + be), as two
@@ -277,7 +382,7 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
     arch_conv_geometry(d->tf_same, s->W, k, d->stem.stride, &s->SW, &s->stem_pl);
     size_t maxact = (size_t)s->SH * s->SW * d->stem.cout;
     int cmax = d->num_features, H = s->SH, W = s->SW;
-    size_t bscaled = 0;
+    size_t bscaled = 0, band = 0;
     for (int i = 0; i < d->nblocks; i++) {
         const lsq_block_def *b = &d->blocks[i];
         block_plan *bp = &s->bp[i];
@@ -292,6 +397,14 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
             bp->OW = ow;
         }
         maxact = LSQ_MAX(maxact, (size_t)H * W * b->dw.cin);
+        /* fuse where the expanded tensor would spill out of L2; bands of about FUSE_BAND_BYTES */
+        size_t rowbytes = (size_t)W * b->dw.cin * sizeof(float);
+        if (b->has_expand && (size_t)H * rowbytes > FUSE_MIN_BYTES) {
+            int R = 1;
+            while (R < bp->OH && (size_t)band_rows_max(&b->dw, bp, R + 1) * rowbytes <= FUSE_BAND_BYTES) R++;
+            bp->band = R;
+            band = LSQ_MAX(band, (size_t)band_rows_max(&b->dw, bp, R) * W * b->dw.cin);
+        }
         maxact = LSQ_MAX(maxact, (size_t)bp->OH * bp->OW * b->project.cout);
         cmax = LSQ_MAX(cmax, b->dw.cin);
         bscaled = LSQ_MAX(bscaled, packed_total(&b->project));
@@ -311,7 +424,9 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
     s->gate = lsq_alloc((size_t)cmax * sizeof(float));
     s->feat = lsq_alloc((size_t)d->num_features * sizeof(float));
     s->bscaled = lsq_alloc(bscaled * sizeof(float));
-    if (!s->bscaled || !s->col || !s->chsum || !s->pooled || !s->hidden || !s->gate || !s->feat) goto nomem;
+    s->band_floats = (band + 15) & ~(size_t)15;
+    s->band = lsq_alloc(LSQ_MAX((size_t)s->nthreads * s->band_floats, 1) * sizeof(float));
+    if (!s->bscaled || !s->band || !s->col || !s->chsum || !s->pooled || !s->hidden || !s->gate || !s->feat) goto nomem;
     const char *prof = getenv("LSQ_PROFILE");
     if (prof && *prof && strcmp(prof, "0")) s->prof = calloc((size_t)(d->nblocks + 2) * PROF_KINDS, sizeof(double));
     if (!(s->pool = lsq_pool_create(s->nthreads))) {
@@ -337,6 +452,7 @@ void lsq_session_free(lsq_session *s)
     lsq_free(s->gate);
     lsq_free(s->feat);
     lsq_free(s->bscaled);
+    lsq_free(s->band);
     if (s->prof && s->nprof) prof_print(s);
     free(s->prof);
     free(s->bp);
@@ -395,13 +511,18 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
         const block_plan *bp = &s->bp[i];
         int e = (x + 1) % 3, tb = (x + 2) % 3;
         const float *dw_in = s->buf[x];
-        if (bd->has_expand) {
+        if (bp->band) {
+            run_expand_depthwise(s, b, bp, s->buf[x], s->buf[tb], bd->has_se ? s->pooled : NULL);
+            prof_mark(s, &t, i + 1, PROF_EXPDW);
+        } else if (bd->has_expand) {
             run_pointwise(s, &b->expand, s->buf[x], bp->H * bp->W, s->buf[e], NULL, NULL);
             dw_in = s->buf[e];
             prof_mark(s, &t, i + 1, PROF_EXPAND);
         }
-        run_depthwise(s, &b->dw, dw_in, bp->H, bp->W, bp, s->buf[tb], bd->has_se ? s->pooled : NULL);
-        prof_mark(s, &t, i + 1, PROF_DW);
+        if (!bp->band) {
+            run_depthwise(s, &b->dw, dw_in, bp->H, bp->W, bp, s->buf[tb], bd->has_se ? s->pooled : NULL);
+            prof_mark(s, &t, i + 1, PROF_DW);
+        }
         int M = bp->OH * bp->OW;
         if (bd->has_se) se_gate(s, &b->se_reduce, &b->se_expand, s->pooled, s->hidden, s->gate);
         prof_mark(s, &t, i + 1, PROF_SE);

@@ -165,6 +165,53 @@ static void test_dw_wide_rows(void)
     check_dw(8, 113, 96, 0, 96, 3, 2, 1, LSQ_ACT_SWISH);
 }
 
+/* A band of input rows (row0 > 0), as the fused expand + depthwise path passes: output rows
+ * [o0, o1) from a buffer that holds only the input rows they need must match the whole-tensor run. */
+static void check_dw_band(int H, int W, int C, int k, int stride, int tf_same, int o0, int o1)
+{
+    int OH, OW, pt, pl;
+    arch_conv_geometry(tf_same, H, k, stride, &OH, &pt);
+    arch_conv_geometry(tf_same, W, k, stride, &OW, &pl);
+    if (o1 > OH) o1 = OH;
+    int lo = o0 * stride - pt, hi = (o1 - 1) * stride - pt + k;
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > H ? H : hi;
+    float *in = rand_buf((size_t)H * W * C), *w = rand_buf((size_t)k * k * C), *bias = rand_buf((size_t)C);
+    float *band = lsq_alloc((size_t)(hi - lo) * W * C * sizeof(float));
+    memcpy(band, in + (size_t)lo * W * C, (size_t)(hi - lo) * W * C * sizeof(float));
+    float *ref = lsq_alloc((size_t)OH * OW * C * sizeof(float)), *out = lsq_alloc((size_t)OH * OW * C * sizeof(float));
+    float *sref = lsq_alloc((size_t)C * sizeof(float)), *sum = lsq_alloc((size_t)C * sizeof(float));
+    memset(sref, 0, (size_t)C * sizeof(float));
+    lsq_dw_args a = {.in = in, .H = H, .W = W, .C = C, .c0 = 0, .nc = C, .k = k, .stride = stride, .pad_t = pt,
+                     .pad_l = pl, .w = w, .bias = bias, .out = ref, .OH = OH, .OW = OW, .act = LSQ_ACT_SWISH};
+    lsq_kernels_scalar.f32_dwconv(&a, o0, o1, sref);
+    a.in = band;
+    a.row0 = lo;
+    for (int l = -1; l < nlevels; l++) {
+        const lsq_kernels *kt = l < 0 ? &lsq_kernels_scalar : levels[l];
+        memset(sum, 0, (size_t)C * sizeof(float));
+        a.out = out;
+        kt->f32_dwconv(&a, o0, o1, sum);
+        char what[160];
+        snprintf(what, sizeof what, "%s dw band %dx%dx%d k=%d s=%d tf=%d rows %d..%d", kt->name, H, W, C, k, stride,
+                 tf_same, o0, o1);
+        CHECK(close_all(out + (size_t)o0 * OW * C, ref + (size_t)o0 * OW * C, (size_t)(o1 - o0) * OW * C, 2e-5f, what));
+        CHECK(close_all(sum, sref, (size_t)C, 1e-4f, what));
+    }
+    lsq_free(in), lsq_free(w), lsq_free(bias), lsq_free(band), lsq_free(ref), lsq_free(out), lsq_free(sref),
+        lsq_free(sum);
+}
+
+static void test_dw_band(void)
+{
+    for (int k = 3; k <= 7; k += 2)
+        for (int s = 1; s <= 2; s++) {
+            check_dw_band(20, 19, 40, k, s, s - 1, 0, 3);
+            check_dw_band(20, 19, 40, k, s, s - 1, 4, 6);
+            check_dw_band(20, 19, 40, k, s, 0, 7, 20);
+        }
+}
+
 static void test_pool_range(void)
 {
     for (int n = 0; n < 50; n++)
@@ -210,6 +257,7 @@ int main(void)
     RUN(test_dw_all_kernels);
     RUN(test_dw_tiny_images);
     RUN(test_dw_wide_rows);
+    RUN(test_dw_band);
     RUN(test_pool_range);
     RUN(test_pool_runs_every_thread);
     return unit_done();

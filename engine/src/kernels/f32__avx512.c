@@ -138,7 +138,7 @@ static inline __attribute__((always_inline)) void dw_row(const lsq_dw_args *a, i
         int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + K > a->H ? a->H - iy0 : K;
         float *orow = outc + (size_t)oy * a->OW * C;
         int ox = 0;
-        const float *rowbase = inc + (ptrdiff_t)iy0 * (ptrdiff_t)rowstride;
+        const float *rowbase = inc + (ptrdiff_t)(iy0 - a->row0) * (ptrdiff_t)rowstride;
         for (; ox < ox_lo; ox++) {
             __m512 y = lsq_act512(a->act, dw_pixel_border(a, wc, rowbase, rowstride, mask, bias, ox, ky0, ky1, K, S));
             sum = _mm512_add_ps(sum, y);

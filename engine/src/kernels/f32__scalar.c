@@ -43,7 +43,7 @@ static void f32_dwconv__scalar(const lsq_dw_args *a, int oy0, int oy1, float *ch
                     for (int kx = 0; kx < a->k; kx++) {
                         int ix = ox * a->stride - a->pad_l + kx;
                         if (ix < 0 || ix >= a->W) continue;
-                        acc += a->in[((size_t)iy * a->W + ix) * a->C + a->c0 + c] * a->w[(ky * a->k + kx) * a->nc + c];
+                        acc += a->in[((size_t)(iy - a->row0) * a->W + ix) * a->C + a->c0 + c] * a->w[(ky * a->k + kx) * a->nc + c];
                     }
                 }
                 float y = lsq_act_apply(a->act, acc + a->bias[c]);

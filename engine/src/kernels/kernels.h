@@ -44,9 +44,13 @@ typedef struct {
 /* Depthwise convolution of channels [c0, c0 + nc) of an NHWC tensor with C channels, one kernel
  * size k. out[oy, ox, c] = act(bias[c] + sum_{ky,kx} in[oy*s - pt + ky, ox*s - pl + kx, c] *
  * w[ky*k + kx][c - c0]) with zero padding. If chsum is not NULL, the outputs of each channel are
- * also summed into chsum[c - c0] (the squeeze of a following SE block). */
+ * also summed into chsum[c - c0] (the squeeze of a following SE block).
+ * `in` may hold only a band of the input's rows, from row0 on: input row iy is read at
+ * in + (iy - row0) * W * C, and only the rows the requested output rows need are read (rows
+ * [oy*stride - pad_t, oy*stride - pad_t + k) clipped to [0, H)). row0 = 0 for a whole tensor. */
 typedef struct {
     const float *in;
+    int row0;
     int H, W, C;
     int c0, nc;
     int k, stride, pad_t, pad_l;
