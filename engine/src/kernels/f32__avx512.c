@@ -117,6 +117,33 @@ static inline __attribute__((always_inline)) __m512 dw_taps(const float *base, c
     return acc;
 }
 
+/* DW_NB outputs of one row whose columns are all inside. Each input pixel is loaded once per
+ * kernel row and used by every output whose window covers it (stride 1: DW_NB + K - 1 loads for
+ * DW_NB * K FMAs instead of 2 * DW_NB * K), with the row's K weights held in registers; eight
+ * independent accumulators cover the FMA latency. */
+#define DW_NB 8
+static inline __attribute__((always_inline)) void dw_group(const float *base, const float *wc, size_t rowstride,
+                                                           size_t C, int nc, __mmask16 mask, __m512 *acc, int ky0,
+                                                           int ky1, const int K, const int S)
+{
+    for (int ky = ky0; ky < ky1; ky++) {
+        const float *row = base + (size_t)ky * rowstride;
+        const float *wr = wc + (size_t)ky * K * nc;
+        __m512 w[11];
+#pragma GCC unroll 11
+        for (int kx = 0; kx < K; kx++) w[kx] = _mm512_maskz_loadu_ps(mask, wr + (size_t)kx * nc);
+#pragma GCC unroll 32
+        for (int i = 0; i < (DW_NB - 1) * S + K; i++) {
+            __m512 x = _mm512_maskz_loadu_ps(mask, row + (size_t)i * C);
+#pragma GCC unroll 8
+            for (int j = 0; j < DW_NB; j++) {
+                const int kx = i - j * S;
+                if (kx >= 0 && kx < K) acc[j] = _mm512_fmadd_ps(x, w[kx], acc[j]);
+            }
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void dw_row(const lsq_dw_args *a, int c, int oy_row, float *chsum,
                                                          const int K, const int S)
 {
@@ -143,6 +170,20 @@ static inline __attribute__((always_inline)) void dw_row(const lsq_dw_args *a, i
             __m512 y = lsq_act512(a->act, dw_pixel_border(a, wc, rowbase, rowstride, mask, bias, ox, ky0, ky1, K, S));
             sum = _mm512_add_ps(sum, y);
             _mm512_mask_storeu_ps(orow + (size_t)ox * C, mask, y);
+        }
+        for (; ox + DW_NB <= ox_hi; ox += DW_NB) {
+            __m512 acc[DW_NB];
+#pragma GCC unroll 8
+            for (int j = 0; j < DW_NB; j++) acc[j] = bias;
+            dw_group(rowbase + (ptrdiff_t)(ox * S - a->pad_l) * (ptrdiff_t)C, wc, rowstride, C, a->nc, mask, acc, ky0,
+                     ky1, K, S);
+            float *o = orow + (size_t)ox * C;
+#pragma GCC unroll 8
+            for (int j = 0; j < DW_NB; j++) {
+                __m512 y = lsq_act512(a->act, acc[j]);
+                sum = _mm512_add_ps(sum, y);
+                _mm512_mask_storeu_ps(o + (size_t)j * C, mask, y);
+            }
         }
         for (; ox + 4 <= ox_hi; ox += 4) {
             __m512 acc0 = bias, acc1 = bias, acc2 = bias, acc3 = bias;
