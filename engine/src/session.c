@@ -162,6 +162,27 @@ static void scale_task(void *ctx, int tid, int n)
     }
 }
 
+/* The SE gate folded into a copy of the packed weights: dst[q][k][:] = src[q][k][:] * g[k], rows
+ * of the (panels x K) row set split over the threads. */
+typedef struct {
+    const float *src, *g;
+    float *dst;
+    int K, rows;
+} wscale_job;
+
+static void wscale_task(void *ctx, int tid, int n)
+{
+    const wscale_job *j = ctx;
+    int b, e;
+    lsq_pool_range(j->rows, 1, tid, n, &b, &e);
+    for (int r = b; r < e; r++) {
+        const float *src = j->src + (size_t)r * LSQ_GEMM_NR;
+        float *dst = j->dst + (size_t)r * LSQ_GEMM_NR;
+        float gk = j->g[r % j->K];
+        for (int c = 0; c < LSQ_GEMM_NR; c++) dst[c] = src[c] * gk;
+    }
+}
+
 static size_t packed_total(const lsq_conv_def *d)
 {
     size_t n = 0;
@@ -183,14 +204,9 @@ static void run_pointwise(lsq_session *s, const lsq_conv *c, float *in, int M, f
         const lsq_conv_part *pt = &d->part[p];
         const float *B = c->w[p];
         if (fold) {
-            size_t panels = (size_t)(pt->cout + LSQ_GEMM_NR - 1) / LSQ_GEMM_NR;
-            const float *g = gate + pt->in_off;
-            for (size_t q = 0; q < panels; q++)
-                for (int k = 0; k < pt->cin; k++) {
-                    const float *src = B + (q * pt->cin + k) * LSQ_GEMM_NR;
-                    float *dst = scaled + (q * pt->cin + k) * LSQ_GEMM_NR;
-                    for (int j = 0; j < LSQ_GEMM_NR; j++) dst[j] = src[j] * g[k];
-                }
+            int panels = (pt->cout + LSQ_GEMM_NR - 1) / LSQ_GEMM_NR;
+            wscale_job wj = {B, gate + pt->in_off, scaled, pt->cin, panels * pt->cin};
+            lsq_pool_run(s->pool, wscale_task, &wj);
             B = scaled;
             scaled += lsq_gemm_packed_floats(pt->cin, pt->cout);
         }
@@ -463,10 +479,10 @@ void lsq_session_free(lsq_session *s)
 
 /* im2col of the NCHW input for the stem: col[oy*SW + ox][(ky*k + kx)*3 + c], zeros outside.
  * Loops are ordered so that the innermost one runs over output columns with no bounds tests. */
-static void stem_im2col(const lsq_session *s, const float *in, int k)
+static void stem_im2col(const lsq_session *s, const float *in, int k, int oy0, int oy1)
 {
     const int K = 3 * k * k, S = s->m->def.stem.stride;
-    for (int oy = 0; oy < s->SH; oy++) {
+    for (int oy = oy0; oy < oy1; oy++) {
         float *rowcol = s->col + (size_t)oy * s->SW * K;
         for (int ky = 0; ky < k; ky++) {
             int iy = oy * S - s->stem_pt + ky;
@@ -488,20 +504,66 @@ static void stem_im2col(const lsq_session *s, const float *in, int k)
     }
 }
 
+/* The stem, im2col and GEMM together, in bands of STEM_BAND output rows per thread: each band's
+ * columns are still in L1/L2 when the GEMM reads them, and no thread waits for a serial im2col. */
+#define STEM_BAND 4
+
+typedef struct {
+    lsq_session *s;
+    const float *input;
+} stem_job;
+
+static void stem_task(void *ctx, int tid, int n)
+{
+    const stem_job *j = ctx;
+    lsq_session *s = j->s;
+    const lsq_net_def *d = &s->m->def;
+    const int k = d->stem.part[0].k, K = 3 * k * k;
+    int b, e;
+    lsq_pool_range(s->SH, 1, tid, n, &b, &e);
+    for (int o0 = b; o0 < e; o0 += STEM_BAND) {
+        int o1 = LSQ_MIN(o0 + STEM_BAND, e);
+        stem_im2col(s, j->input, k, o0, o1);
+        lsq_gemm_args g = {
+            .M = (o1 - o0) * s->SW, .N = d->stem.cout, .K = K, .A = s->col + (size_t)o0 * s->SW * K, .lda = K,
+            .B = s->m->stem.w[0], .bias = s->m->stem.bias, .C = s->buf[0] + (size_t)o0 * s->SW * d->stem.cout,
+            .ldc = d->stem.cout, .act = d->stem.act,
+        };
+        s->k->f32_gemm(&g, 0, g.M);
+    }
+}
+
+/* Global average pool of the head's output, channels split over the threads. */
+typedef struct {
+    const float *x;
+    float *feat;
+    int M, F;
+} pool_job;
+
+static void avgpool_task(void *ctx, int tid, int n)
+{
+    const pool_job *j = ctx;
+    int b, e;
+    lsq_pool_range(j->F, 16, tid, n, &b, &e);
+    if (b >= e) return;
+    memset(j->feat + b, 0, (size_t)(e - b) * sizeof(float));
+    for (int p = 0; p < j->M; p++) {
+        const float *row = j->x + (size_t)p * j->F;
+        for (int c = b; c < e; c++) j->feat[c] += row[c];
+    }
+    float inv = 1.f / (float)j->M;
+    for (int c = b; c < e; c++) j->feat[c] *= inv;
+}
+
 lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
 {
     const lsq_model *m = s->m;
     const lsq_net_def *d = &m->def;
-    int k = d->stem.part[0].k;
     double t = s->prof ? now_s() : 0;
     if (s->prof) s->nprof++;
 
-    stem_im2col(s, input, k);
-    lsq_gemm_args g = {
-        .M = s->SH * s->SW, .N = d->stem.cout, .K = 3 * k * k, .A = s->col, .lda = 3 * k * k,
-        .B = m->stem.w[0], .bias = m->stem.bias, .C = s->buf[0], .ldc = d->stem.cout, .act = d->stem.act,
-    };
-    run_gemm(s, &g);
+    stem_job sj = {s, input};
+    lsq_pool_run(s->pool, stem_task, &sj);
     prof_mark(s, &t, 0, PROF_STEM);
 
     int x = 0; /* index of the buffer holding the block input */
@@ -536,13 +598,8 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
     int M = s->FH * s->FW, F = d->num_features;
     int h = (x + 1) % 3;
     run_pointwise(s, &m->head, s->buf[x], M, s->buf[h], NULL, NULL);
-    memset(s->feat, 0, (size_t)F * sizeof(float));
-    for (int p = 0; p < M; p++) {
-        const float *row = s->buf[h] + (size_t)p * F;
-        for (int c = 0; c < F; c++) s->feat[c] += row[c];
-    }
-    float inv = 1.f / (float)M;
-    for (int c = 0; c < F; c++) s->feat[c] *= inv;
+    pool_job pj = {s->buf[h], s->feat, M, F};
+    lsq_pool_run(s->pool, avgpool_task, &pj);
     lsq_gemm_args cl = {
         .M = 1, .N = d->num_classes, .K = F, .A = s->feat, .lda = F, .B = m->classifier.w[0],
         .bias = m->classifier.bias, .C = logits, .ldc = d->num_classes, .act = LSQ_ACT_NONE,
