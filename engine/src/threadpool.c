@@ -19,6 +19,7 @@ struct lsq_pool {
     void *ctx;
     _Atomic uint32_t generation; /* bumped per job; futex word */
     _Atomic int pending;         /* workers still running the current job */
+    _Atomic int sleepers;        /* workers in (or about to enter) futex_wait */
     _Atomic int stop;
 };
 
@@ -47,8 +48,16 @@ static void *worker(void *arg)
         uint32_t g;
         int spins = 0;
         while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen) {
-            if (++spins < SPIN_ITERS) _mm_pause();
-            else futex_wait(&p->generation, seen);
+            if (++spins < SPIN_ITERS) {
+                _mm_pause();
+            } else {
+                /* announce the sleep before re-checking the word in the kernel: lsq_pool_run bumps
+                 * the generation and then reads sleepers (both seq_cst), so either it sees us and
+                 * wakes us or futex_wait sees the new generation and returns at once */
+                atomic_fetch_add(&p->sleepers, 1);
+                futex_wait(&p->generation, seen);
+                atomic_fetch_sub(&p->sleepers, 1);
+            }
         }
         seen = g;
         if (atomic_load(&p->stop)) return NULL;
@@ -95,8 +104,10 @@ void lsq_pool_run(lsq_pool *p, lsq_pool_fn fn, void *ctx)
     p->fn = fn;
     p->ctx = ctx;
     atomic_store(&p->pending, p->n - 1);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
-    futex_wake_all(&p->generation);
+    atomic_fetch_add(&p->generation, 1);
+    /* a futex wake is a system call (~1-2 us) and a pool runs ~70 jobs per inference; while the
+     * workers are still spinning from the last job, skip it */
+    if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->generation);
     fn(ctx, 0, p->n);
     while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) _mm_pause();
 }
