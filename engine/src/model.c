@@ -114,6 +114,73 @@ done:
     return s;
 }
 
+/* ==== quantizers ==============================================================================
+ * A quantized checkpoint (models/lsqnet/quant.py's latent-float form) carries, per conv/linear,
+ * <module>.input_quant.scale/offset [1] and per weight <module>[.<split>].weight_quant.scale [Cout]
+ * or [1]. Hostile values (zero, negative or non-finite scales, non-finite offsets) are refused. */
+
+static lsq_status read_quant_tensor(loader *L, const char *module, const char *field, int n, float *dst)
+{
+    char name[160];
+    tensor_name(L, module, field, name, sizeof name);
+    const lsq_st_tensor *t = lsq_st_find(L->f, name);
+    int64_t shape[1] = {n}, one[1] = {1};
+    lsq_status s;
+    if (t && t->ndim == 1 && t->shape[0] == 1 && n > 1) { /* per-tensor scale: broadcast */
+        if ((s = lsq_st_read_f32(L->f, name, 1, one, dst, L->err))) return s;
+        for (int i = 1; i < n; i++) dst[i] = dst[0];
+    } else if ((s = lsq_st_read_f32(L->f, name, 1, shape, dst, L->err))) {
+        return s;
+    }
+    if (!strcmp(field + strlen(field) - 5, "scale"))
+        for (int i = 0; i < n; i++)
+            if (!(dst[i] > 0.f))
+                return lsq_fail(L->err, LSQ_ERR_TENSOR, "%s: tensor '%s': scale %g at index %d is not positive",
+                                L->m->path, name, dst[i], i);
+    return LSQ_OK;
+}
+
+/* Bits and grid of a conv's quantizers, by its place in the network (lsqplus.md: the first and
+ * last layers at first_last_bits; the network input signed). */
+static void quant_roles(const lsq_qconfig *qc, const lsq_net_def *d, const lsq_conv_def *c, lsq_conv *out)
+{
+    int first = c == &d->stem, last = c == &d->classifier;
+    out->w_bits = first || last ? qc->first_last_bits : qc->w_bits;
+    lsq_act_quant_init(&out->in, first ? qc->input_bits : last ? qc->first_last_bits : qc->a_bits, first);
+}
+
+static lsq_status load_input_quant(loader *L, const lsq_conv_def *c, lsq_conv *out)
+{
+    float v;
+    lsq_status s;
+    if ((s = read_quant_tensor(L, c->name, "input_quant.scale", 1, &v))) return s;
+    out->in.scale = v;
+    if ((s = read_quant_tensor(L, c->name, "input_quant.offset", 1, &v))) return s;
+    if (!L->m->qc.lsq_plus && c != &L->m->def.stem && v != 0.f) {
+        char name[160];
+        tensor_name(L, c->name, "input_quant.offset", name, sizeof name);
+        return lsq_fail(L->err, LSQ_ERR_TENSOR, "%s: tensor '%s': offset %g in an LSQ (-lsq) configuration, must be 0",
+                        L->m->path, name, v);
+    }
+    out->in.offset = v;
+    return LSQ_OK;
+}
+
+/* Replace latent float weights by s_w * w_q, exactly as the trainer's WeightQuantizer does. */
+static lsq_status quantize_weights(loader *L, const char *module, const lsq_conv *out, int cout, size_t per, float *w)
+{
+    float *sw = malloc((size_t)cout * sizeof(float));
+    if (!sw) return lsq_fail(L->err, LSQ_ERR_NOMEM, "out of memory");
+    lsq_status s = read_quant_tensor(L, module, "weight_quant.scale", cout, sw);
+    for (int o = 0; !s && o < cout; o++)
+        for (size_t i = 0; i < per; i++) {
+            float *x = &w[(size_t)o * per + i];
+            *x = sw[o] * lsq_weight_code(*x, sw[o], out->w_bits);
+        }
+    free(sw);
+    return s;
+}
+
 static lsq_status load_conv(loader *L, const lsq_conv_def *c, lsq_conv *out)
 {
     lsq_status s = LSQ_OK;
@@ -122,6 +189,10 @@ static lsq_status load_conv(loader *L, const lsq_conv_def *c, lsq_conv *out)
     out->bias = lsq_alloc((size_t)c->cout * sizeof(float));
     if (!scale || !out->bias) goto nomem;
     if ((s = read_scale_bias(L, c, scale, out->bias))) goto done;
+    if (L->m->qc.quantized) {
+        quant_roles(&L->m->qc, &L->m->def, c, out);
+        if ((s = load_input_quant(L, c, out))) goto done;
+    }
     for (int p = 0; p < c->nparts; p++) {
         const lsq_conv_part *pt = &c->part[p];
         int k = pt->k, cin = c->depthwise ? 1 : pt->cin, cout = pt->cout;
@@ -134,6 +205,7 @@ static lsq_status load_conv(loader *L, const lsq_conv_def *c, lsq_conv *out)
         else snprintf(module, sizeof module, "%s", c->name);
         int64_t shape4[4] = {cout, cin, k, k};
         if ((s = read_tensor(L, module, "weight", c->linear ? 2 : 4, shape4, raw))) goto done;
+        if (L->m->qc.quantized && (s = quantize_weights(L, module, out, cout, (size_t)cin * k * k, raw))) goto done;
         const float *sc = scale + pt->out_off;
         if (c->depthwise) {
             float *w = out->w[p] = lsq_alloc(n * sizeof(float));
@@ -295,9 +367,16 @@ lsq_status lsq_model_load(const char *path, const lsq_load_options *opt, lsq_mod
     }
     snprintf(m->path, sizeof m->path, "%s", path);
     m->file_bytes = lsq_st_file_size(f);
-    const char *config = opt && opt->config ? opt->config : "fp32";
-    if (strcmp(config, "fp32")) {
-        s = lsq_fail(err, LSQ_ERR_UNSUPPORTED, "configuration '%s' is not supported (this engine runs: fp32)", config);
+    /* Configuration: the caller's, else the file's. A quantized configuration must be the one the
+     * file was trained (or calibrated) for; "fp32" runs any file's latent float weights. */
+    const char *file_config = lsq_st_metadata(f, "config");
+    const char *config = opt && opt->config ? opt->config : file_config ? file_config : "fp32";
+    if ((s = lsq_qconfig_parse(config, &m->qc, err))) goto fail;
+    if (m->qc.quantized && (!file_config || strcmp(file_config, config))) {
+        s = lsq_fail(err, LSQ_ERR_UNSUPPORTED,
+                     "%s: configuration '%s' needs a checkpoint quantized for it; this file is %s%s%s", path, config,
+                     file_config ? "quantized for '" : "a float checkpoint", file_config ? file_config : "",
+                     file_config ? "'" : "");
         goto fail;
     }
     snprintf(m->config, sizeof m->config, "%s", config);

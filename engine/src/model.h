@@ -12,12 +12,15 @@
 #define LSQ_MODEL_H
 
 #include "arch.h"
+#include "quant.h"
 #include "safetensors.h"
 
 typedef struct {
     const lsq_conv_def *def;
-    float *w[LSQ_MAX_PARTS]; /* per part, layout above; owned */
+    float *w[LSQ_MAX_PARTS]; /* per part, layout above; owned. Quantized models: s_w * w_q, folded */
     float *bias;             /* cout floats; owned */
+    lsq_act_quant in;        /* quantizer of the input (quantized models; bits 0 otherwise) */
+    int w_bits;              /* weight bits (quantized models) */
 } lsq_conv;
 
 typedef struct {
@@ -30,6 +33,7 @@ struct lsq_model {
     lsq_block *blocks; /* def.nblocks */
     char path[256];
     char config[32];
+    lsq_qconfig qc;    /* parsed config: qc.quantized selects quantized execution */
     char **labels;     /* num_classes strings, or NULL */
     lsq_preprocess preprocess;
     int64_t num_params;

@@ -13,6 +13,7 @@
 
 #include "kernels/kernels.h"
 #include "model.h"
+#include "reference.h"
 #include "threadpool.h"
 #include "util.h"
 
@@ -30,6 +31,7 @@ typedef struct {
 
 struct lsq_session {
     const lsq_model *m;
+    lsq_ref *ref;           /* quantized models: the reference path (until the integer path lands) */
     const lsq_kernels *k;
     lsq_pool *pool;
     int nthreads;
@@ -390,6 +392,15 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
     s->nthreads = opt->threads > 0 ? opt->threads : 1;
     s->H = opt->height;
     s->W = opt->width;
+    if (m->qc.quantized) {
+        lsq_status st = lsq_ref_create(m, s->H, s->W, &s->ref, err);
+        if (st) {
+            free(s);
+            return st;
+        }
+        *out = s;
+        return LSQ_OK;
+    }
     s->bp = calloc((size_t)d->nblocks, sizeof *s->bp);
     if (!s->bp) goto nomem;
 
@@ -459,6 +470,7 @@ nomem:
 void lsq_session_free(lsq_session *s)
 {
     if (!s) return;
+    lsq_ref_free(s->ref);
     lsq_pool_free(s->pool);
     for (int i = 0; i < 3; i++) lsq_free(s->buf[i]);
     lsq_free(s->col);
@@ -557,6 +569,10 @@ static void avgpool_task(void *ctx, int tid, int n)
 
 lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
 {
+    if (s->ref) {
+        lsq_ref_run(s->ref, input, logits);
+        return LSQ_OK;
+    }
     const lsq_model *m = s->m;
     const lsq_net_def *d = &m->def;
     double t = s->prof ? now_s() : 0;
