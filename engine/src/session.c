@@ -224,9 +224,12 @@ static void run_pointwise(lsq_session *s, const lsq_conv *c, float *in, int M, f
     }
 }
 
+/* All parts of a (mixed) depthwise conv in one fork-join: each thread runs its rows of every part,
+ * so a MixNet layer with five kernel sizes costs one barrier, not five. */
 typedef struct {
     lsq_session *s;
-    lsq_dw_args a;
+    lsq_dw_args a[LSQ_MAX_PARTS];
+    int nparts;
     int with_sum;
 } dw_job;
 
@@ -234,9 +237,12 @@ static void dw_task(void *ctx, int tid, int n)
 {
     dw_job *j = ctx;
     int b, e;
-    lsq_pool_range(j->a.OH, 1, tid, n, &b, &e);
-    float *sum = j->with_sum ? j->s->chsum + (size_t)tid * j->s->cmax + j->a.c0 : NULL;
-    if (b < e) j->s->k->f32_dwconv(&j->a, b, e, sum);
+    lsq_pool_range(j->a[0].OH, 1, tid, n, &b, &e);
+    if (b >= e) return;
+    for (int p = 0; p < j->nparts; p++) {
+        float *sum = j->with_sum ? j->s->chsum + (size_t)tid * j->s->cmax + j->a[p].c0 : NULL;
+        j->s->k->f32_dwconv(&j->a[p], b, e, sum);
+    }
 }
 
 /* Depthwise conv; when `pooled` is not NULL it receives the per-channel mean of the output. */
@@ -245,18 +251,15 @@ static void run_depthwise(lsq_session *s, const lsq_conv *c, const float *in, in
 {
     const lsq_conv_def *d = c->def;
     if (pooled) memset(s->chsum, 0, (size_t)s->nthreads * s->cmax * sizeof(float));
+    dw_job j = {.s = s, .nparts = d->nparts, .with_sum = pooled != NULL};
     for (int p = 0; p < d->nparts; p++) {
         const lsq_conv_part *pt = &d->part[p];
-        dw_job j = {
-            .s = s,
-            .a = {.in = in, .H = H, .W = W, .C = d->cin, .c0 = pt->in_off, .nc = pt->cin,
-                  .k = pt->k, .stride = d->stride, .pad_t = bp->pad_t[p], .pad_l = bp->pad_l[p],
-                  .w = c->w[p], .bias = c->bias + pt->out_off, .out = out, .OH = bp->OH, .OW = bp->OW,
-                  .act = d->act},
-            .with_sum = pooled != NULL,
-        };
-        lsq_pool_run(s->pool, dw_task, &j);
+        j.a[p] = (lsq_dw_args){.in = in, .H = H, .W = W, .C = d->cin, .c0 = pt->in_off, .nc = pt->cin,
+                               .k = pt->k, .stride = d->stride, .pad_t = bp->pad_t[p], .pad_l = bp->pad_l[p],
+                               .w = c->w[p], .bias = c->bias + pt->out_off, .out = out, .OH = bp->OH,
+                               .OW = bp->OW, .act = d->act};
     }
+    lsq_pool_run(s->pool, dw_task, &j);
     if (pooled) pooled_from_chsum(s, d->cout, bp->OH * bp->OW, pooled);
 }
 
