@@ -46,5 +46,5 @@ done
 # OpenBLAS picked here and, on AVX-512 machines, with its AVX-512 (SkylakeX) kernels forced
 echo
 echo "# pointwise GEMMs of efficientnet_b0 at 224, 1 thread: ours vs OpenBLAS"
-"$root/$build/bench_gemm" 20 | sed -n '1p;$p'
-if grep -q avx512f /proc/cpuinfo; then OPENBLAS_CORETYPE=SkylakeX "$root/$build/bench_gemm" 20 | sed -n '1p;$p'; fi
+"$root/$build/bench_gemm" 20 | sed -n '1,2p;$p'
+if grep -q avx512f /proc/cpuinfo; then OPENBLAS_CORETYPE=SkylakeX "$root/$build/bench_gemm" 20 | sed -n '1,2p;$p'; fi

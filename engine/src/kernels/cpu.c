@@ -77,3 +77,30 @@ const lsq_kernels *lsq_kernels_best(void)
     pthread_once(&best_once, choose_best);
     return best;
 }
+
+/* ---- integer kernels ---------------------------------------------------------------------- */
+
+#include "q8.h"
+
+int lsq_cpu_has_avx512vnni(void)
+{
+    unsigned a, b, c, d;
+    if (lsq_cpu_isa() < LSQ_ISA_AVX512 || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (c >> 11) & 1;
+}
+
+static const lsq_q8_kernels *q8_best;
+static pthread_once_t q8_once = PTHREAD_ONCE_INIT;
+
+static void choose_q8(void)
+{
+    /* LSQ_ISA caps the level as for the float kernels: anything below avx512 means scalar */
+    q8_best = lsq_kernels_best() == &lsq_kernels_avx512 && lsq_cpu_has_avx512vnni() ? &lsq_q8_kernels_avx512vnni
+                                                                                   : &lsq_q8_kernels_scalar;
+}
+
+const lsq_q8_kernels *lsq_q8_kernels_best(void)
+{
+    pthread_once(&q8_once, choose_q8);
+    return q8_best;
+}
