@@ -89,6 +89,11 @@ static lsq_status read_scale_bias(loader *L, const lsq_conv_def *c, float *scale
     for (int o = 0; o < c->cout; o++) scale[o] = 1.f, bias[o] = 0.f;
     if (c->has_bias) return read_tensor(L, c->name, "bias", 1, shape, bias);
     if (!c->bn[0]) return LSQ_OK;
+    char folded[160];
+    tensor_name(L, c->bn, "folded_scale", folded, sizeof folded);
+    if (lsq_st_find(L->f, folded)) /* the packed form: BN already folded to two floats per channel */
+        return (s = read_tensor(L, c->bn, "folded_scale", 1, shape, scale)) ? s
+                                                                          : read_tensor(L, c->bn, "folded_bias", 1, shape, bias);
     size_t n = (size_t)c->cout;
     float *g = malloc(4 * n * sizeof(float));
     if (!g) return lsq_fail(L->err, LSQ_ERR_NOMEM, "out of memory");
@@ -181,6 +186,36 @@ static lsq_status quantize_weights(loader *L, const char *module, const lsq_conv
     return s;
 }
 
+/* The packed form: codes at out->w_bits bits, exactly ceil(n * bits / 8) bytes, in the weight's
+ * row-major order (quant.py's pack_codes); the weights become s_w * code. */
+static lsq_status read_weight_codes(loader *L, const char *module, const lsq_conv *out, int cout, size_t per, float *w)
+{
+    char name[160];
+    tensor_name(L, module, "weight_codes", name, sizeof name);
+    const lsq_st_tensor *t = lsq_st_find(L->f, name);
+    size_t n = (size_t)cout * per, need = lsq_packed_bytes(n, out->w_bits);
+    if (t->dtype != LSQ_ST_U8 || t->ndim != 1 || t->nbytes != need)
+        return lsq_fail(L->err, LSQ_ERR_TENSOR,
+                        "%s: tensor '%s': expected U8 [%zu] (%zu codes at %d bits), found %s with %zu bytes",
+                        L->m->path, name, need, n, out->w_bits, lsq_st_dtype_name(t->dtype), t->nbytes);
+    int8_t *codes = malloc(n ? n : 1);
+    float *sw = malloc((size_t)cout * sizeof(float));
+    lsq_status s = LSQ_OK;
+    if (!codes || !sw) {
+        s = lsq_fail(L->err, LSQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((s = read_quant_tensor(L, module, "weight_quant.scale", cout, sw))) goto done;
+    lsq_unpack_codes(t->data, n, out->w_bits, 1, codes);
+    for (int o = 0; o < cout; o++)
+        for (size_t i = 0; i < per; i++) w[(size_t)o * per + i] = sw[o] * (float)codes[(size_t)o * per + i];
+    L->m->num_params += (int64_t)n;
+done:
+    free(codes);
+    free(sw);
+    return s;
+}
+
 static lsq_status load_conv(loader *L, const lsq_conv_def *c, lsq_conv *out)
 {
     lsq_status s = LSQ_OK;
@@ -204,8 +239,14 @@ static lsq_status load_conv(loader *L, const lsq_conv_def *c, lsq_conv *out)
         if (c->mixed) snprintf(module, sizeof module, "%s.%d", c->name, p);
         else snprintf(module, sizeof module, "%s", c->name);
         int64_t shape4[4] = {cout, cin, k, k};
-        if ((s = read_tensor(L, module, "weight", c->linear ? 2 : 4, shape4, raw))) goto done;
-        if (L->m->qc.quantized && (s = quantize_weights(L, module, out, cout, (size_t)cin * k * k, raw))) goto done;
+        char codes_name[160];
+        tensor_name(L, module, "weight_codes", codes_name, sizeof codes_name);
+        if (L->m->qc.quantized && lsq_st_find(L->f, codes_name)) {
+            if ((s = read_weight_codes(L, module, out, cout, (size_t)cin * k * k, raw))) goto done;
+        } else {
+            if ((s = read_tensor(L, module, "weight", c->linear ? 2 : 4, shape4, raw))) goto done;
+            if (L->m->qc.quantized && (s = quantize_weights(L, module, out, cout, (size_t)cin * k * k, raw))) goto done;
+        }
         const float *sc = scale + pt->out_off;
         if (c->depthwise) {
             float *w = out->w[p] = lsq_alloc(n * sizeof(float));

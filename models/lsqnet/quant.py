@@ -28,6 +28,7 @@ Public: ActQuantizer, WeightQuantizer, QConv2d, QLinear, QMixedConv2d, QuantConf
 QuantFactory, create, finalize, load_float_weights, calibrate, clamp_scales_, quantizers,
 pack_codes, unpack_codes, export.
 """
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -554,6 +555,46 @@ def export(model, arch, path, config, labels=None, preprocess=None):
     safetensors_io.save(path, tensors, meta)
 
 
+@torch.no_grad()
+def export_packed(model, arch, path, config, labels=None, preprocess=None):
+    """The deployable form: integer weight codes packed at their bit-width, BatchNorm folded.
+
+    For every quantized conv/linear module M (its weight quantizer at b bits):
+        M.weight_codes   U8 [ceil(n * b / 8)]   pack_codes(M.weight_quant.codes(M.weight), b), n codes
+                                                in the weight's row-major [Cout, Cin/groups, kh, kw] order
+        M.weight_quant.scale, M.input_quant.scale / .offset, M.bias   as in the latent-float form
+    and for every BatchNorm B, instead of its four tensors (eps applied, float32):
+        B.folded_scale = weight / sqrt(running_var + eps)     [C]
+        B.folded_bias  = bias - running_mean * folded_scale   [C]
+    __metadata__: as export() plus "form": "packed". The engine reads both forms.
+    """
+    cfg_name = config if isinstance(config, str) else config.name
+    sd = model.state_dict()
+    tensors = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (QConv2d, QLinear)):
+            codes = m.weight_quant.codes(m.weight)
+            tensors[f"{name}.weight_codes"] = torch.from_numpy(pack_codes(codes, m.weight_quant.bits))
+        elif isinstance(m, nn.BatchNorm2d):
+            scale = m.weight / torch.sqrt(m.running_var + m.eps)
+            tensors[f"{name}.folded_scale"] = scale.float()
+            tensors[f"{name}.folded_bias"] = (m.bias - m.running_mean * scale).float()
+    bn = {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    qw = {n for n, m in model.named_modules() if isinstance(m, (QConv2d, QLinear))}
+    for key, t in sd.items():
+        module, field = key.rsplit(".", 1)
+        if module in bn or (module in qw and field == "weight"):
+            continue
+        tensors[key] = t.float() if t.is_floating_point() else t
+    num_classes = sd["classifier.weight"].shape[0]
+    meta = {"format_version": "1", "arch": arch, "num_classes": str(num_classes), "config": cfg_name, "form": "packed"}
+    if labels is not None:
+        meta["labels"] = json.dumps(list(labels))
+    if preprocess is not None:
+        meta["preprocess"] = json.dumps(preprocess)
+    safetensors_io.save(path, tensors, meta)
+
+
 def config_of(path):
     """The 'config' entry of a checkpoint's metadata ('fp32' when absent)."""
     _, meta = safetensors_io.load(path)
@@ -562,4 +603,4 @@ def config_of(path):
 
 __all__ = ["ActQuantizer", "WeightQuantizer", "QConv2d", "QLinear", "QMixedConv2d", "QuantConfig", "QuantFactory",
            "parse_config", "create", "finalize", "load_float_weights", "calibrate", "clamp_scales_", "quantizers",
-           "pack_codes", "unpack_codes", "export", "fake_quant", "quant_codes", "init_act_params", "qrange"]
+           "pack_codes", "unpack_codes", "export", "export_packed", "fake_quant", "quant_codes", "init_act_params", "qrange"]
