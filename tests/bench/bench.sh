@@ -14,6 +14,11 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 out=$root/$build/bench
 mkdir -p "$out"
 export ORT_DIR=$out/ort
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    # Debian's node and npm (only when absent: a machine with NodeSource's node keeps it)
+    if [ "$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    else echo "bench.sh: needs node and npm (apt-get install nodejs npm)" >&2; exit 1; fi
+fi
 if [ ! -e "$ORT_DIR/node_modules/onnxruntime-node/package.json" ]; then
     mkdir -p "$ORT_DIR"
     (cd "$ORT_DIR" && { [ -e package.json ] || npm init -y >/dev/null; } &&
