@@ -19,6 +19,7 @@ static const struct {
     {"inspect", cmd_inspect, "architecture, classes, parameters, tensors, metadata of a checkpoint"},
     {"init", cmd_init, "write a checkpoint with seeded random weights"},
     {"bench", cmd_bench, "time batch-1 inference (p50/p90/p99)"},
+    {"eval", cmd_eval, "accuracy and latency of configurations on a labelled dataset"},
     {"preprocess", cmd_preprocess, "decode + resize + crop + normalise an image to raw float32"},
 };
 

@@ -157,6 +157,25 @@ LSQ_API lsq_status lsq_image_decode_scaled(const void *data, size_t size, const 
                                    lsq_image *out, lsq_error *err);
 
 /* ---------------------------------------------------------------------------------------------
+ * Datasets: labelled images for evaluation and calibration
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct lsq_dataset lsq_dataset;
+
+/* path: a directory holding IDX files (<prefix>-images-idx3-ubyte[.gz] and -labels-idx1-ubyte[.gz];
+ * split "test" (t10k, the default) or "train"), or images plus a labels.txt of "<file> <class>"
+ * lines, or one sub-directory of images per class (sorted by name = class index). */
+LSQ_API lsq_status lsq_dataset_open(const char *path, const char *split, lsq_dataset **out, lsq_error *err);
+LSQ_API void lsq_dataset_free(lsq_dataset *d);
+LSQ_API int lsq_dataset_size(const lsq_dataset *d);
+LSQ_API int lsq_dataset_num_classes(const lsq_dataset *d);
+LSQ_API int lsq_dataset_label(const lsq_dataset *d, int i);
+LSQ_API const char *lsq_dataset_class_name(const lsq_dataset *d, int c); /* folder name, or NULL */
+LSQ_API const char *lsq_dataset_describe(const lsq_dataset *d);
+/* Decode item i (grey IDX images come as RGB with R = G = B); free with lsq_image_free. */
+LSQ_API lsq_status lsq_dataset_get(const lsq_dataset *d, int i, lsq_image *img, lsq_error *err);
+
+/* ---------------------------------------------------------------------------------------------
  * Runtime
  * ------------------------------------------------------------------------------------------- */
 

@@ -1,0 +1,222 @@
+/* cmd_eval.c - `lsq eval`: accuracy and latency of one or more configurations on a labelled set.
+ *
+ * Every image goes through the checkpoint's own preprocessing and one batch-1 inference; the
+ * latency percentiles time the inference alone (lsq_session_run), throughput is images per
+ * second of inference on one stream. Class indices: the dataset's (IDX labels, labels.txt, or
+ * folder order); when the dataset's folder names are all among the model's labels, by name. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char eval_help[] =
+    "usage: lsq eval --model M.safetensors [--config C]... --data DIR [--split test|train] [--limit N]\n"
+    "                [--threads T] [--arch A] [--json OUT|-]\n"
+    "Top-1, top-5 and per-class accuracy, batch-1 latency p50/p90/p99, throughput and model bytes for\n"
+    "each configuration (default: the file's own). DIR holds IDX files (gzipped or not), images with\n"
+    "a labels.txt ('<file> <class>' lines), or one folder of images per class.\n";
+
+#define MAX_CONFIGS 16
+
+typedef struct {
+    char config[32], arch[32];
+    int n, top1, top5, classes;
+    int *class_total, *class_correct; /* per model class */
+    double p50, p90, p99, infer_total_ms;
+    long long model_bytes;
+} eval_result;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const double *s, int n, double q)
+{
+    int i = (int)ceil(q * n) - 1;
+    return s[i < 0 ? 0 : i >= n ? n - 1 : i];
+}
+
+/* dataset class c -> model class index */
+static int *class_map(const lsq_dataset *ds, const lsq_model *m)
+{
+    int nc = lsq_dataset_num_classes(ds), nm = lsq_model_num_classes(m);
+    int *map = malloc((size_t)(nc ? nc : 1) * sizeof(int));
+    if (!map) return NULL;
+    int by_name = lsq_dataset_class_name(ds, 0) != NULL;
+    for (int c = 0; c < nc; c++) {
+        map[c] = c;
+        if (!by_name) continue;
+        int found = -1;
+        for (int k = 0; k < nm && found < 0; k++)
+            if (!strcmp(lsq_model_label(m, k), lsq_dataset_class_name(ds, c))) found = k;
+        if (found < 0) by_name = 0;
+        else map[c] = found;
+    }
+    if (!by_name)
+        for (int c = 0; c < nc; c++) map[c] = c;
+    return map;
+}
+
+static int eval_one(const char *model_path, const char *arch, const char *config, const lsq_dataset *ds, int limit,
+                    int threads, eval_result *r)
+{
+    lsq_model *m = cli_load_model("eval", model_path, arch, config);
+    if (!m) return 1;
+    const lsq_preprocess *pp = lsq_model_preprocess(m);
+    int S = pp->input_size, nm = lsq_model_num_classes(m), n = lsq_dataset_size(ds);
+    if (limit > 0 && limit < n) n = limit;
+    lsq_session *s = NULL;
+    lsq_error err = {{0}};
+    lsq_session_options so = {.height = S, .width = S, .threads = threads};
+    float *x = malloc((size_t)3 * S * S * sizeof(float)), *logits = malloc((size_t)nm * sizeof(float));
+    double *t = malloc((size_t)n * sizeof(double));
+    int *map = class_map(ds, m), rc = 1, tty = isatty(2);
+    snprintf(r->config, sizeof r->config, "%s", lsq_model_config(m));
+    snprintf(r->arch, sizeof r->arch, "%s", lsq_model_arch(m));
+    r->classes = nm;
+    r->model_bytes = lsq_model_file_bytes(m);
+    r->class_total = calloc((size_t)nm, sizeof(int));
+    r->class_correct = calloc((size_t)nm, sizeof(int));
+    if (!x || !logits || !t || !map || !r->class_total || !r->class_correct) {
+        cli_error("eval", "out of memory");
+        goto done;
+    }
+    if (lsq_session_create(m, &so, &s, &err)) {
+        cli_error("eval", "%s", err.msg);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        lsq_image img;
+        if (lsq_dataset_get(ds, i, &img, &err) || lsq_image_preprocess(&img, pp, x, &err)) {
+            lsq_image_free(&img);
+            cli_error("eval", "item %d: %s", i, err.msg);
+            goto done;
+        }
+        lsq_image_free(&img);
+        double t0 = cli_now_ms();
+        lsq_session_run(s, x, logits);
+        t[i] = cli_now_ms() - t0;
+        r->infer_total_ms += t[i];
+        int label = map[lsq_dataset_label(ds, i)], rank = 0;
+        if (label < 0 || label >= nm) {
+            cli_error("eval", "item %d: class %d but the model has %d classes", i, label, nm);
+            goto done;
+        }
+        for (int k = 0; k < nm; k++) /* classes scoring higher than the true one (ties: lower index first) */
+            rank += logits[k] > logits[label] || (logits[k] == logits[label] && k < label);
+        r->top1 += rank == 0;
+        r->top5 += rank < 5;
+        r->class_total[label]++;
+        r->class_correct[label] += rank == 0;
+        r->n++;
+        if (tty && (i % 64 == 0 || i == n - 1))
+            fprintf(stderr, "\r%-10s %6d/%d  top-1 %6.2f%%", r->config, i + 1, n, 100.0 * r->top1 / r->n);
+    }
+    if (tty) fputc('\n', stderr);
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    r->p50 = pct(t, n, 0.5);
+    r->p90 = pct(t, n, 0.9);
+    r->p99 = pct(t, n, 0.99);
+    rc = 0;
+done:
+    lsq_session_free(s);
+    lsq_model_free(m);
+    free(x);
+    free(logits);
+    free(t);
+    free(map);
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    const char *model = NULL, *data = NULL, *json = NULL, *arch = NULL, *split = NULL;
+    const char *configs[MAX_CONFIGS];
+    int nconfigs = 0;
+    long limit = 0, threads = 1;
+    static const struct option opts[] = {{"model", 1, 0, 'm'}, {"config", 1, 0, 'c'}, {"data", 1, 0, 'd'},
+                                         {"json", 1, 0, 'j'},  {"limit", 1, 0, 'n'},  {"threads", 1, 0, 't'},
+                                         {"arch", 1, 0, 'a'},  {"split", 1, 0, 's'},  {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'd': data = optarg; break;
+        case 'j': json = optarg; break;
+        case 'a': arch = optarg; break;
+        case 's':
+            if (strcmp(optarg, "test") && strcmp(optarg, "train")) return cli_usage("eval", "--split is test or train");
+            split = optarg;
+            break;
+        case 'c':
+            if (nconfigs == MAX_CONFIGS) return cli_usage("eval", "at most %d --config", MAX_CONFIGS);
+            configs[nconfigs++] = optarg;
+            break;
+        case 'n':
+            if (cli_parse_int(optarg, 1, 100000000, &limit)) return cli_usage("eval", "--limit must be positive");
+            break;
+        case 't':
+            if (cli_parse_int(optarg, 1, 256, &threads)) return cli_usage("eval", "--threads must be 1..256");
+            break;
+        case 'h': fputs(eval_help, stdout); return 0;
+        default: return cli_usage("eval", "unknown option");
+        }
+    }
+    if (!model || !data || optind != argc) return cli_usage("eval", "--model and --data are required");
+    if (!nconfigs) configs[nconfigs++] = NULL; /* the file's own configuration */
+    lsq_dataset *ds = NULL;
+    lsq_error err = {{0}};
+    if (lsq_dataset_open(data, split, &ds, &err)) return cli_error("eval", "%s", err.msg);
+    eval_result res[MAX_CONFIGS];
+    memset(res, 0, sizeof res);
+    int rc = 0, done = 0;
+    for (int i = 0; i < nconfigs && !rc; i++, done++)
+        rc = eval_one(model, arch, configs[i], ds, (int)limit, (int)threads, &res[i]);
+    if (!rc) {
+        printf("dataset: %s\n%-12s %8s %8s %9s %9s %9s %10s %12s\n", lsq_dataset_describe(ds), "config", "top-1",
+               "top-5", "p50_ms", "p90_ms", "p99_ms", "img/s", "model_bytes");
+        for (int i = 0; i < nconfigs; i++)
+            printf("%-12s %7.2f%% %7.2f%% %9.3f %9.3f %9.3f %10.1f %12lld\n", res[i].config, 100.0 * res[i].top1 / res[i].n,
+                   100.0 * res[i].top5 / res[i].n, res[i].p50, res[i].p90, res[i].p99,
+                   res[i].n / (res[i].infer_total_ms / 1e3), res[i].model_bytes);
+    }
+    if (!rc && json) {
+        FILE *f = strcmp(json, "-") ? fopen(json, "w") : stdout;
+        if (!f) {
+            rc = cli_error("eval", "%s: cannot write", json);
+        } else {
+            fprintf(f, "{\"dataset\":\"%s\",\"images\":%d,\"threads\":%ld,\"results\":[", data, res[0].n, threads);
+            for (int i = 0; i < nconfigs; i++) {
+                eval_result *r = &res[i];
+                fprintf(f,
+                        "%s{\"arch\":\"%s\",\"config\":\"%s\",\"top1\":%.6f,\"top5\":%.6f,\"latency_ms\":{\"p50\":%.4f,"
+                        "\"p90\":%.4f,\"p99\":%.4f},\"throughput_ips\":%.2f,\"model_bytes\":%lld,\"per_class\":[",
+                        i ? "," : "", r->arch, r->config, (double)r->top1 / r->n, (double)r->top5 / r->n, r->p50, r->p90,
+                        r->p99, r->n / (r->infer_total_ms / 1e3), r->model_bytes);
+                int first = 1;
+                for (int k = 0; k < r->classes; k++) {
+                    fprintf(f, "%s{\"class\":%d,\"images\":%d,\"top1\":%.6f}", first ? "" : ",", k, r->class_total[k],
+                            r->class_total[k] ? (double)r->class_correct[k] / r->class_total[k] : 0.0);
+                    first = 0;
+                }
+                fprintf(f, "]}");
+            }
+            fprintf(f, "]}\n");
+            if (f != stdout) fclose(f);
+        }
+    }
+    for (int i = 0; i < done; i++) {
+        free(res[i].class_total);
+        free(res[i].class_correct);
+    }
+    lsq_dataset_free(ds);
+    return rc;
+}
