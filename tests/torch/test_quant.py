@@ -345,4 +345,22 @@ try:
 except Exception as exc:  # noqa: BLE001
     tap.fail("train_smoke_qat", f"{exc!r}; rc {r3.returncode}: {r3.stderr[-400:]}")
 
+# 5. the C engine evaluates what the trainer trained, on the same 256 test images, and agrees with
+#    the trainer's own evaluation (float near-ties aside: at most one image)
+lsq_bin = os.environ.get("LSQ_BIN") or os.path.join(ROOT, "build", "lsq")
+if os.access(lsq_bin, os.X_OK) and os.path.exists(os.path.join(out, "log.jsonl")):
+    logs = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    for cfg in ("fp32", "w2a2"):
+        want = [r["test_acc"] for r in logs if r.get("config") == cfg]
+        r = subprocess.run([lsq_bin, "eval", "--model", os.path.join(out, f"mixnet_s_{cfg}.safetensors"), "--data",
+                            "/usr/share/datasets/fashion-mnist", "--limit", "256", "--json", "-"],
+                           capture_output=True, text=True, timeout=300)
+        try:
+            got = json.loads(r.stdout.splitlines()[-1])["results"][0]["top1"]
+            tap.note(f"smoke {cfg}: engine top-1 {got:.4f}, trainer {want[-1]:.4f}")
+            tap.check(f"engine_eval_matches_trainer_{cfg}", want and abs(got - want[-1]) <= 1 / 256 + 1e-9,
+                      f"engine {got}, trainer {want}")
+        except Exception as exc:  # noqa: BLE001
+            tap.fail(f"engine_eval_matches_trainer_{cfg}", f"{exc!r}: {r.stderr[-300:]}")
+
 tap.finish()
