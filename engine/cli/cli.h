@@ -26,4 +26,7 @@ int cli_parse_int(const char *s, long lo, long hi, long *out);
 /* Load a model, printing the engine's message on failure. */
 lsq_model *cli_load_model(const char *cmd, const char *path, const char *arch, const char *config);
 double cli_now_ms(void);
+/* Sort n timings ascending, in place, and read the q-quantile (nearest rank) of sorted ones. */
+void cli_sort(double *t, int n);
+double cli_percentile(const double *sorted, int n, double q);
 #endif

@@ -18,18 +18,6 @@ static const char bench_help[] =
     "Times batch-1 inference. --json prints one object: {\"arch\",\"config\",\"size\",\"threads\",\n"
     "\"iters\",\"p50_ms\",\"p90_ms\",\"p99_ms\",\"min_ms\",\"model_bytes\"}.\n";
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(const double *sorted, int n, double q)
-{
-    int i = (int)ceil(q * n) - 1;
-    return sorted[i < 0 ? 0 : i >= n ? n - 1 : i];
-}
-
 int cmd_bench(int argc, char **argv)
 {
     const char *arch = NULL, *model = NULL, *config = "fp32";
@@ -95,17 +83,17 @@ int cmd_bench(int argc, char **argv)
         lsq_session_run(s, x, y);
         t[i] = cli_now_ms() - t0;
     }
-    qsort(t, (size_t)iters, sizeof *t, cmp_double);
+    cli_sort(t, (int)iters);
+    double p50 = cli_percentile(t, (int)iters, 0.5), p90 = cli_percentile(t, (int)iters, 0.9),
+           p99 = cli_percentile(t, (int)iters, 0.99);
     if (json)
         printf("{\"arch\":\"%s\",\"config\":\"%s\",\"size\":%ld,\"threads\":%ld,\"iters\":%ld,\"p50_ms\":%.4f,"
                "\"p90_ms\":%.4f,\"p99_ms\":%.4f,\"min_ms\":%.4f,\"model_bytes\":%lld}\n",
-               lsq_model_arch(m), lsq_model_config(m), size, threads, iters, pct(t, (int)iters, 0.5),
-               pct(t, (int)iters, 0.9), pct(t, (int)iters, 0.99), t[0], (long long)lsq_model_file_bytes(m));
+               lsq_model_arch(m), lsq_model_config(m), size, threads, iters, p50, p90, p99, t[0], (long long)lsq_model_file_bytes(m));
     else
         printf("%s %s %ldx%ld, %ld thread(s), %ld iters: p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  min %.3f ms\n"
                "model file %lld bytes; %s\n",
-               lsq_model_arch(m), lsq_model_config(m), size, size, threads, iters, pct(t, (int)iters, 0.5),
-               pct(t, (int)iters, 0.9), pct(t, (int)iters, 0.99), t[0], (long long)lsq_model_file_bytes(m),
+               lsq_model_arch(m), lsq_model_config(m), size, size, threads, iters, p50, p90, p99, t[0], (long long)lsq_model_file_bytes(m),
                lsq_runtime_describe());
     rc = 0;
 done:

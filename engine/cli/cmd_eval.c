@@ -30,18 +30,6 @@ typedef struct {
     long long model_bytes;
 } eval_result;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(const double *s, int n, double q)
-{
-    int i = (int)ceil(q * n) - 1;
-    return s[i < 0 ? 0 : i >= n ? n - 1 : i];
-}
-
 /* dataset class c -> model class index */
 static int *class_map(const lsq_dataset *ds, const lsq_model *m)
 {
@@ -119,10 +107,10 @@ static int eval_one(const char *model_path, const char *arch, const char *config
             fprintf(stderr, "\r%-10s %6d/%d  top-1 %6.2f%%", r->config, i + 1, n, 100.0 * r->top1 / r->n);
     }
     if (tty) fputc('\n', stderr);
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    r->p50 = pct(t, n, 0.5);
-    r->p90 = pct(t, n, 0.9);
-    r->p99 = pct(t, n, 0.99);
+    cli_sort(t, n);
+    r->p50 = cli_percentile(t, n, 0.5);
+    r->p90 = cli_percentile(t, n, 0.9);
+    r->p99 = cli_percentile(t, n, 0.99);
     rc = 0;
 done:
     lsq_session_free(s);

@@ -1,6 +1,7 @@
 /* lsq.c - the `lsq` command-line tool: dispatch to subcommands, shared helpers. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,4 +104,18 @@ double cli_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+void cli_sort(double *t, int n) { qsort(t, (size_t)n, sizeof *t, cmp_double); }
+
+double cli_percentile(const double *sorted, int n, double q)
+{
+    int i = (int)ceil(q * n) - 1;
+    return sorted[i < 0 ? 0 : i >= n ? n - 1 : i];
 }

@@ -59,8 +59,8 @@ typedef struct {
 
 #define EFFNET(nm, cm, dm, size, crop, tf)                                                        \
     { nm, efficientnet_stages, cm, dm, 32, 1280, 1, LSQ_ACT_SWISH, tf, size, crop, LSQ_INTERP_BICUBIC }
-#define MIXNET(nm, st, cm, stem, tf, interp)                                                      \
-    { nm, st, cm, 1.0, stem, 1536, 0, LSQ_ACT_RELU, tf, 224, 0.875f, interp }
+#define MIXNET(nm, st, cm, stem, tf)                                                              \
+    { nm, st, cm, 1.0, stem, 1536, 0, LSQ_ACT_RELU, tf, 224, 0.875f, LSQ_INTERP_BICUBIC }
 
 /* input size / crop_pct: timm's default evaluation settings (models/lsqnet/nets.py agrees) */
 static const arch_entry arch_table[] = {
@@ -68,16 +68,16 @@ static const arch_entry arch_table[] = {
     EFFNET("efficientnet_b1", 1.0, 1.1, 240, 0.875f, 0),
     EFFNET("efficientnet_b2", 1.1, 1.2, 256, 0.875f, 0),
     EFFNET("efficientnet_b3", 1.2, 1.4, 288, 0.875f, 0),
-    MIXNET("mixnet_s", mixnet_s_stages, 1.0, 16, 0, LSQ_INTERP_BICUBIC),
-    MIXNET("mixnet_m", mixnet_m_stages, 1.0, 24, 0, LSQ_INTERP_BICUBIC),
-    MIXNET("mixnet_l", mixnet_m_stages, 1.3, 24, 0, LSQ_INTERP_BICUBIC),
+    MIXNET("mixnet_s", mixnet_s_stages, 1.0, 16, 0),
+    MIXNET("mixnet_m", mixnet_m_stages, 1.0, 24, 0),
+    MIXNET("mixnet_l", mixnet_m_stages, 1.3, 24, 0),
     EFFNET("tf_efficientnet_b0", 1.0, 1.0, 224, 0.875f, 1),
     EFFNET("tf_efficientnet_b1", 1.0, 1.1, 240, 0.882f, 1),
     EFFNET("tf_efficientnet_b2", 1.1, 1.2, 260, 0.890f, 1),
     EFFNET("tf_efficientnet_b3", 1.2, 1.4, 300, 0.904f, 1),
-    MIXNET("tf_mixnet_s", mixnet_s_stages, 1.0, 16, 1, LSQ_INTERP_BICUBIC),
-    MIXNET("tf_mixnet_m", mixnet_m_stages, 1.0, 24, 1, LSQ_INTERP_BICUBIC),
-    MIXNET("tf_mixnet_l", mixnet_m_stages, 1.3, 24, 1, LSQ_INTERP_BICUBIC),
+    MIXNET("tf_mixnet_s", mixnet_s_stages, 1.0, 16, 1),
+    MIXNET("tf_mixnet_m", mixnet_m_stages, 1.0, 24, 1),
+    MIXNET("tf_mixnet_l", mixnet_m_stages, 1.3, 24, 1),
 };
 
 const char *const *lsq_arch_names(void)
