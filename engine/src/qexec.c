@@ -42,7 +42,8 @@ struct lsq_qexec {
     float *xf[2];             /* block outputs (the residual stream), NHWC float */
     uint8_t *xq, *eq, *pq;    /* codes: block input, expanded tensor, projection input */
     float *df;                /* depthwise output of SE blocks; the head's output */
-    uint8_t *inq, *col;       /* network input codes (NHWC), stem im2col codes */
+    uint8_t *inq, *col;       /* network input codes (planar), stem im2col codes */
+    int8_t *stem_w;           /* stem weight codes [N][K], for the border pixels */
     float *chsum;             /* [nthreads][cmax] */
     float *pooled, *hidden, *gate, *feat;
     uint8_t *sq;              /* codes of 1-row inputs: SE and classifier */
@@ -53,7 +54,7 @@ struct lsq_qexec {
 
 static lsq_q8_requant requant_of(const lsq_conv *c)
 {
-    return (lsq_q8_requant){.scale = c->in.scale, .offset = c->in.offset, .qmax = c->in.qmax};
+    return (lsq_q8_requant){.scale = c->in.scale, .offset = c->in.offset, .qmin = c->in.qmin, .qmax = c->in.qmax};
 }
 
 /* The conv that reads block i's input (the head after the last block). */
@@ -162,33 +163,37 @@ static int packed_code(const int8_t *B, int K, int n, int k)
     return B[(size_t)(n / LSQ_Q8_NR) * K4 * LSQ_Q8_NR * 4 + (size_t)(k / 4) * LSQ_Q8_NR * 4 + (n % LSQ_Q8_NR) * 4 + k % 4];
 }
 
-/* The network input: signed 8-bit codes, NCHW float -> NHWC uint8 (code - qmin), exactly the
- * reference's quantizer. */
+/* The network input: signed 8-bit codes, NCHW float -> planar uint8 (code - qmin), rounded exactly
+ * as the reference's quantizer; then im2col rows of (ky, kx, c) taps, padding with code 0. */
 static void stem_input(lsq_qexec *q, const float *input)
 {
-    const lsq_act_quant *iq = &q->m->stem.in;
-    const size_t hw = (size_t)q->H * q->W;
-    for (size_t i = 0; i < hw; i++)
-        for (int c = 0; c < 3; c++) q->inq[i * 3 + c] = (uint8_t)((int)lsq_act_quant_code(iq, input[c * hw + i]) - iq->qmin);
+    const int hw = q->H * q->W;
+    lsq_q8_quant_args a = {.x = input, .M = 3, .C = hw, .Q = q->inq, .q = requant_of(&q->m->stem)};
+    q->k->q8_quantize(&a, 0, 3);
 }
 
 static void stem_im2col(lsq_qexec *q)
 {
     const lsq_net_def *d = &q->m->def;
-    const int k = d->stem.part[0].k, S = d->stem.stride, zero = -q->m->stem.in.qmin;
+    const int k = d->stem.part[0].k, S = d->stem.stride, H = q->H, W = q->W;
+    const uint8_t zero = (uint8_t)-q->m->stem.in.qmin;
+    const uint8_t *plane[3] = {q->inq, q->inq + (size_t)H * W, q->inq + (size_t)2 * H * W};
     for (int oy = 0; oy < q->SH; oy++)
         for (int ox = 0; ox < q->SW; ox++) {
             uint8_t *row = q->col + ((size_t)oy * q->SW + ox) * q->stem_lda;
+            int iy0 = oy * S - q->stem_pt, ix0 = ox * S - q->stem_pl;
             for (int ky = 0; ky < k; ky++) {
-                int iy = oy * S - q->stem_pt + ky;
-                for (int kx = 0; kx < k; kx++) {
-                    int ix = ox * S - q->stem_pl + kx;
-                    uint8_t *dst = row + (ky * k + kx) * 3;
-                    if (iy >= 0 && iy < q->H && ix >= 0 && ix < q->W) memcpy(dst, q->inq + ((size_t)iy * q->W + ix) * 3, 3);
-                    else memset(dst, zero, 3);
+                int iy = iy0 + ky;
+                for (int kx = 0; kx < k; kx++, row += 3) {
+                    int ix = ix0 + kx;
+                    int in = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                    size_t o = (size_t)iy * W + ix;
+                    row[0] = in ? plane[0][o] : zero;
+                    row[1] = in ? plane[1][o] : zero;
+                    row[2] = in ? plane[2][o] : zero;
                 }
             }
-            memset(row + q->stem_K, 0, (size_t)(q->stem_lda - q->stem_K));
+            for (int t = q->stem_K; t < q->stem_lda; t++) *row++ = 0;
         }
 }
 
@@ -212,8 +217,8 @@ static void stem_borders(lsq_qexec *q, float *C, uint8_t *Q, const lsq_conv *nex
                         int iy = iy0 + ky, ix = ix0 + kx;
                         if (iy < 0 || iy >= q->H || ix < 0 || ix >= q->W) continue;
                         for (int ch = 0; ch < 3; ch++) {
-                            int w = packed_code(c->qw[0], q->stem_K, n, (ky * k + kx) * 3 + ch);
-                            acc += w * ((int)q->inq[((size_t)iy * q->W + ix) * 3 + ch] + qmin);
+                            int w = q->stem_w[(size_t)n * q->stem_K + (ky * k + kx) * 3 + ch];
+                            acc += w * ((int)q->inq[((size_t)ch * q->H + iy) * q->W + ix] + qmin);
                             ws += w;
                         }
                     }
@@ -230,7 +235,16 @@ static void run_stem(lsq_qexec *q, const float *input)
     const lsq_model *m = q->m;
     const lsq_conv *next = first_conv(m, 0);
     stem_input(q, input);
-    trace_codes(q, &m->stem, q->inq, (size_t)q->H * q->W * 3);
+    if (q->trace) { /* the reference traces NHWC */
+        size_t hw = (size_t)q->H * q->W;
+        uint8_t *t = malloc(hw * 3);
+        if (t) {
+            for (size_t i = 0; i < hw; i++)
+                for (int c = 0; c < 3; c++) t[i * 3 + c] = q->inq[c * hw + i];
+            trace_codes(q, &m->stem, t, hw * 3);
+            free(t);
+        }
+    }
     stem_im2col(q);
     float *C = q->stem_float ? q->xf[0] : NULL;
     lsq_q8_gemm_args g = {
@@ -391,7 +405,11 @@ lsq_status lsq_qexec_create(const lsq_model *m, int H, int W, int nthreads, lsq_
     q->gate = lsq_alloc((size_t)cmax * sizeof(float));
     q->feat = lsq_alloc((size_t)cmax * sizeof(float));
     q->sq = lsq_alloc((size_t)cmax + LSQ_Q8_AREAD_PAD + 64);
-    if (!q->xf[0] || !q->xf[1] || !q->df || !q->xq || !q->eq || !q->pq || !q->inq || !q->col || !q->chsum ||
+    q->stem_w = lsq_alloc((size_t)d->stem.cout * q->stem_K);
+    if (q->stem_w)
+        for (int n = 0; n < d->stem.cout; n++)
+            for (int t = 0; t < q->stem_K; t++) q->stem_w[(size_t)n * q->stem_K + t] = (int8_t)packed_code(m->stem.qw[0], q->stem_K, n, t);
+    if (!q->stem_w || !q->xf[0] || !q->xf[1] || !q->df || !q->xq || !q->eq || !q->pq || !q->inq || !q->col || !q->chsum ||
         !q->pooled || !q->hidden || !q->gate || !q->feat || !q->sq)
         goto nomem;
     /* codes past a row's end are read (times zero weights) by the GEMM: keep them initialised */
@@ -420,7 +438,7 @@ void lsq_qexec_free(lsq_qexec *q)
     if (!q) return;
     lsq_pool_free(q->pool);
     lsq_free(q->xf[0]), lsq_free(q->xf[1]), lsq_free(q->df);
-    lsq_free(q->xq), lsq_free(q->eq), lsq_free(q->pq), lsq_free(q->inq), lsq_free(q->col);
+    lsq_free(q->stem_w), lsq_free(q->xq), lsq_free(q->eq), lsq_free(q->pq), lsq_free(q->inq), lsq_free(q->col);
     lsq_free(q->chsum), lsq_free(q->pooled), lsq_free(q->hidden), lsq_free(q->gate), lsq_free(q->feat), lsq_free(q->sq);
     free(q->qb);
     free(q);

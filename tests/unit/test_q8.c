@@ -207,15 +207,18 @@ static void test_q8_quantize(void)
     x[0] = 0.25f, x[1] = 0.75f, x[2] = 1.25f; /* (x - offset) / scale = 2.5, 3.5, 4.5 exactly */
     for (int c = 0; c < C; c++) gate[c] = (float)(rnd() % 1000) / 1000;
     lsq_q8_quant_args a = {.x = x, .M = M, .C = C, .Q = Q, .q = {.scale = 0.5f, .offset = -1.0f, .qmax = 15}};
-    for (int g = 0; g < 2; g++) {
-        a.gate = g ? gate : NULL;
+    for (int g = 0; g < 3; g++) {
+        a.gate = g == 1 ? gate : NULL;
+        if (g == 2) a.q = (lsq_q8_requant){.scale = 0.05f, .offset = 0.1f, .qmin = -128, .qmax = 127}; /* the input's grid */
         a.Q = Q;
         lsq_q8_kernels_scalar.q8_quantize(&a, 0, M);
         a.Q = Q2;
         lsq_q8_kernels_best()->q8_quantize(&a, 0, M);
         CHECK(memcmp(Q, Q2, (size_t)M * C) == 0);
         if (!g) CHECK(Q[0] == 2 && Q[1] == 4 && Q[2] == 4);
-        for (int i = 0; i < M * C; i++) CHECK(Q[i] <= 15);
+        for (int i = 0; i < M * C && g < 2; i++) CHECK(Q[i] <= 15);
+        for (int i = 0; i < M * C && g == 2; i++) CHECK(Q[i] == lsq_q8_code(&a.q, x[i]));
+        if (g == 2) CHECK(Q[0] == 128 + 3 && Q[M * C - 1] <= 255); /* (0.25 - 0.1) / 0.05 = 3 */
     }
     lsq_free(x), lsq_free(gate), lsq_free(Q), lsq_free(Q2);
 }

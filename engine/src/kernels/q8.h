@@ -38,16 +38,18 @@ static inline size_t lsq_q8_packed_bytes(int K, int N)
 void lsq_q8_pack(const int8_t *w, int ldw, int K, int N, int8_t *packed);
 
 /* The activation quantizer a kernel writes codes for: u = (y - offset) / scale, exactly in that
- * form (the trainer's), rounded half to even, clamped to [0, qmax] (inner layers are unsigned). */
+ * form (the trainer's), rounded half to even, clamped to [qmin, qmax], stored as code - qmin
+ * (qmin = 0 for the unsigned inner layers; -128 for the network input). */
 typedef struct {
     float scale, offset;
-    int qmax;
+    int qmin, qmax;
 } lsq_q8_requant;
 
 static inline uint8_t lsq_q8_code(const lsq_q8_requant *q, float y)
 {
     float u = nearbyintf((y - q->offset) / q->scale);
-    return (uint8_t)(u < 0.f ? 0.f : u > (float)q->qmax ? (float)q->qmax : u);
+    u = u < (float)q->qmin ? (float)q->qmin : u > (float)q->qmax ? (float)q->qmax : u;
+    return (uint8_t)((int)u - q->qmin);
 }
 
 typedef struct {

@@ -10,7 +10,8 @@
 #include "math__avx512.h"
 #include "q8.h"
 
-/* Codes of 16 floats: round half to even of (y - offset) / scale, clamped to [0, qmax]. */
+/* Codes of 16 floats: round half to even of (y - offset) / scale, clamped to [0, qmax] (unsigned
+ * grids; q8_quantize also handles a signed one). */
 static inline __m128i q8_codes512(__m512 y, __m512 qb, __m512 qs, __m512 qmax)
 {
     __m512 u = _mm512_roundscale_ps(_mm512_div_ps(_mm512_sub_ps(y, qb), qs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -111,10 +112,64 @@ static inline void dw_store(const lsq_q8_dw_args *a, const dw_consts *k, __m512 
     }
 }
 
+/* One output row band of one 16-channel group; `kc` is the kernel size as a compile-time constant
+ * where the caller has one (the tap loops then unroll), else 0 and a->k is used. */
+static inline __attribute__((always_inline)) void dw_rows(const lsq_q8_dw_args *a, const int kc, int oy0, int oy1,
+                                                          int c, const __m512i *wv, const dw_consts *K, __mmask16 mask,
+                                                          int full, __m512 *csum)
+{
+    const int k = kc ? kc : a->k, S = a->stride, C = a->C;
+    const size_t xstep = (size_t)S * C; /* bytes between the taps of neighbouring output pixels */
+    const uint8_t *in = a->in + a->c0 + c;
+    for (int oy = oy0; oy < oy1; oy++) {
+        const int iy0 = oy * S - a->pad_t;
+        const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + k > a->H ? a->H - iy0 : k;
+        const int rows_full = ky0 == 0 && ky1 == k;
+        size_t orow = (size_t)oy * a->OW * C + a->c0 + c;
+        int ox = 0;
+        while (ox < a->OW) {
+            const int ix0 = ox * S - a->pad_l;
+            const int kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + k > a->W ? a->W - ix0 : k;
+            /* four interior pixels at once: four independent accumulation chains */
+            if (rows_full && kx0 == 0 && (ox + 3) * S - a->pad_l + k <= a->W && ox + 4 <= a->OW) {
+                __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+                const uint8_t *row = in + ((size_t)iy0 * a->W + ix0) * C;
+                for (int ky = 0; ky < k; ky++, row += (size_t)a->W * C) {
+                    const uint8_t *p = row;
+                    for (int kx = 0; kx < k; kx++, p += C) {
+                        __m512i w = wv[ky * k + kx];
+                        s0 = _mm512_dpwssd_epi32(s0, q8_load16(p, mask, full), w);
+                        s1 = _mm512_dpwssd_epi32(s1, q8_load16(p + xstep, mask, full), w);
+                        s2 = _mm512_dpwssd_epi32(s2, q8_load16(p + 2 * xstep, mask, full), w);
+                        s3 = _mm512_dpwssd_epi32(s3, q8_load16(p + 3 * xstep, mask, full), w);
+                    }
+                }
+                dw_store(a, K, lsq_act512(a->act, _mm512_fmadd_ps(K->mult, _mm512_cvtepi32_ps(s0), K->add)), orow + (size_t)ox * C, mask, csum);
+                dw_store(a, K, lsq_act512(a->act, _mm512_fmadd_ps(K->mult, _mm512_cvtepi32_ps(s1), K->add)), orow + (size_t)(ox + 1) * C, mask, csum);
+                dw_store(a, K, lsq_act512(a->act, _mm512_fmadd_ps(K->mult, _mm512_cvtepi32_ps(s2), K->add)), orow + (size_t)(ox + 2) * C, mask, csum);
+                dw_store(a, K, lsq_act512(a->act, _mm512_fmadd_ps(K->mult, _mm512_cvtepi32_ps(s3), K->add)), orow + (size_t)(ox + 3) * C, mask, csum);
+                ox += 4;
+                continue;
+            }
+            /* one pixel, border or not: only the valid taps, and their weight sum */
+            __m512i s = _mm512_setzero_si512(), ws = _mm512_setzero_si512();
+            for (int ky = ky0; ky < ky1; ky++) {
+                const uint8_t *p = in + ((size_t)(iy0 + ky) * a->W + ix0 + kx0) * C;
+                for (int kx = kx0; kx < kx1; kx++, p += C) {
+                    s = _mm512_dpwssd_epi32(s, q8_load16(p, mask, full), wv[ky * k + kx]);
+                    ws = _mm512_add_epi32(ws, wv[ky * k + kx]);
+                }
+            }
+            __m512 add = rows_full && kx0 == 0 && kx1 == k ? K->add : _mm512_fmadd_ps(K->coef, _mm512_cvtepi32_ps(ws), K->bias);
+            dw_store(a, K, lsq_act512(a->act, _mm512_fmadd_ps(K->mult, _mm512_cvtepi32_ps(s), add)), orow + (size_t)ox * C, mask, csum);
+            ox++;
+        }
+    }
+}
+
 static void q8_dwconv__avx512vnni(const lsq_q8_dw_args *a, int oy0, int oy1, float *chsum)
 {
-    const int k = a->k, kk = k * k, S = a->stride, C = a->C;
-    const size_t xstep = (size_t)S * C; /* bytes between the taps of neighbouring output pixels */
+    const int kk = a->k * a->k;
     __m512i wv[Q8_DW_MAXTAPS];
     for (int c = 0; c < a->nc; c += 16) {
         const __mmask16 mask = lsq_mask16(a->nc - c);
@@ -126,51 +181,11 @@ static void q8_dwconv__avx512vnni(const lsq_q8_dw_args *a, int oy0, int oy1, flo
             .qb = _mm512_set1_ps(a->q.offset), .qs = _mm512_set1_ps(a->q.scale), .qmax = _mm512_set1_ps((float)a->q.qmax),
         };
         __m512 csum = _mm512_setzero_ps();
-        for (int oy = oy0; oy < oy1; oy++) {
-            const int iy0 = oy * S - a->pad_t;
-            const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + k > a->H ? a->H - iy0 : k;
-            const uint8_t *in = a->in + a->c0 + c;
-            size_t orow = (size_t)oy * a->OW * C + a->c0 + c;
-            int ox = 0;
-            while (ox < a->OW) {
-                const int ix0 = ox * S - a->pad_l;
-                const int kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + k > a->W ? a->W - ix0 : k;
-                const int rows_full = ky0 == 0 && ky1 == k;
-                /* four interior pixels at once: four independent accumulation chains */
-                if (rows_full && kx0 == 0 && (ox + 3) * S - a->pad_l + k <= a->W && ox + 4 <= a->OW) {
-                    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
-                    for (int ky = 0; ky < k; ky++) {
-                        const uint8_t *p = in + ((size_t)(iy0 + ky) * a->W + ix0) * C;
-                        for (int kx = 0; kx < k; kx++, p += C) {
-                            __m512i w = wv[ky * k + kx];
-                            s0 = _mm512_dpwssd_epi32(s0, q8_load16(p, mask, full), w);
-                            s1 = _mm512_dpwssd_epi32(s1, q8_load16(p + xstep, mask, full), w);
-                            s2 = _mm512_dpwssd_epi32(s2, q8_load16(p + 2 * xstep, mask, full), w);
-                            s3 = _mm512_dpwssd_epi32(s3, q8_load16(p + 3 * xstep, mask, full), w);
-                        }
-                    }
-                    __m512i s[4] = {s0, s1, s2, s3};
-                    for (int j = 0; j < 4; j++) {
-                        __m512 y = lsq_act512(a->act, _mm512_fmadd_ps(K.mult, _mm512_cvtepi32_ps(s[j]), K.add));
-                        dw_store(a, &K, y, orow + (size_t)(ox + j) * C, mask, &csum);
-                    }
-                    ox += 4;
-                    continue;
-                }
-                /* one pixel, border or not: only the valid taps, and their weight sum */
-                __m512i s = _mm512_setzero_si512(), ws = _mm512_setzero_si512();
-                for (int ky = ky0; ky < ky1; ky++) {
-                    const uint8_t *p = in + ((size_t)(iy0 + ky) * a->W + ix0 + kx0) * C;
-                    for (int kx = kx0; kx < kx1; kx++, p += C) {
-                        s = _mm512_dpwssd_epi32(s, q8_load16(p, mask, full), wv[ky * k + kx]);
-                        ws = _mm512_add_epi32(ws, wv[ky * k + kx]);
-                    }
-                }
-                __m512 add = rows_full && kx0 == 0 && kx1 == k ? K.add : _mm512_fmadd_ps(K.coef, _mm512_cvtepi32_ps(ws), K.bias);
-                __m512 y = lsq_act512(a->act, _mm512_fmadd_ps(K.mult, _mm512_cvtepi32_ps(s), add));
-                dw_store(a, &K, y, orow + (size_t)ox * C, mask, &csum);
-                ox++;
-            }
+        switch (a->k) {
+        case 3: dw_rows(a, 3, oy0, oy1, c, wv, &K, mask, full, &csum); break;
+        case 5: dw_rows(a, 5, oy0, oy1, c, wv, &K, mask, full, &csum); break;
+        case 7: dw_rows(a, 7, oy0, oy1, c, wv, &K, mask, full, &csum); break;
+        default: dw_rows(a, 0, oy0, oy1, c, wv, &K, mask, full, &csum); break;
         }
         if (chsum && !a->Q) _mm512_mask_storeu_ps(chsum + c, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, chsum + c), csum));
     }
@@ -180,7 +195,8 @@ static void q8_dwconv__avx512vnni(const lsq_q8_dw_args *a, int oy0, int oy1, flo
 
 static void q8_quantize__avx512vnni(const lsq_q8_quant_args *a, int m0, int m1)
 {
-    const __m512 qb = _mm512_set1_ps(a->q.offset), qs = _mm512_set1_ps(a->q.scale), qmax = _mm512_set1_ps((float)a->q.qmax);
+    const __m512 qb = _mm512_set1_ps(a->q.offset), qs = _mm512_set1_ps(a->q.scale);
+    const __m512 qmin = _mm512_set1_ps((float)a->q.qmin), qmax = _mm512_set1_ps((float)a->q.qmax);
     for (int m = m0; m < m1; m++) {
         const float *x = a->x + (size_t)m * a->C;
         uint8_t *q = a->Q + (size_t)m * a->C;
@@ -188,7 +204,9 @@ static void q8_quantize__avx512vnni(const lsq_q8_quant_args *a, int m0, int m1)
             __mmask16 mask = lsq_mask16(a->C - c);
             __m512 v = _mm512_maskz_loadu_ps(mask, x + c);
             if (a->gate) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, a->gate + c));
-            _mm_mask_storeu_epi8(q + c, mask, q8_codes512(v, qb, qs, qmax));
+            __m512 u = _mm512_roundscale_ps(_mm512_div_ps(_mm512_sub_ps(v, qb), qs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            u = _mm512_sub_ps(_mm512_min_ps(_mm512_max_ps(u, qmin), qmax), qmin); /* exact: small integers */
+            _mm_mask_storeu_epi8(q + c, mask, _mm512_cvtusepi32_epi8(_mm512_cvtps_epu32(u)));
         }
     }
 }
