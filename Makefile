@@ -54,7 +54,7 @@ CLI    := $(BUILD)/lsq
 PC     := $(BUILD)/lsq.pc
 BENCH_GEMM := $(BUILD)/bench_gemm
 
-.PHONY: all deps run test test-unit test-cli test-torch bench install uninstall clean
+.PHONY: all deps run test test-unit test-cli test-torch bench models report install uninstall clean
 all: $(LIB_A) $(LIB_SO) $(CLI) $(PC) $(UNIT_BIN) $(BENCH_GEMM)
 
 $(BUILD)/obj/%__avx512.o: %__avx512.c
@@ -122,6 +122,16 @@ test-torch: all
 
 bench: all
 	@tests/bench/bench.sh $(BUILD)
+
+# --- the bundled models -------------------------------------------------------------------------
+# models: run or resume the training recipe (hours on 2 cores; resumable), then bundle the
+# deployable files into models/bundled/. report: regenerate models/REPORT.md from them.
+models:
+	@$(MAKE) --no-print-directory deps
+	@models/recipe.sh
+	@/usr/bin/python3 models/bundle.py
+report: all
+	@/usr/bin/python3 models/report.py --lsq $(BUILD)/lsq
 
 # --- install ------------------------------------------------------------------------------------
 install: $(LIB_A) $(LIB_SO) $(CLI) $(PC)
