@@ -16,9 +16,9 @@ RUNS=models/runs
 LOGS=models/logs
 SIZE=32
 FP32_EPOCHS=${LSQ_FP32_EPOCHS:-18}
-QAT_EPOCHS=${LSQ_QAT_EPOCHS:-3}
+QAT_EPOCHS=${LSQ_QAT_EPOCHS:-1}
 ARCHS="efficientnet_b0 mixnet_s"
-CONFIGS="w8a8 w4a4 w3a3 w2a2 w4a4-lsq w2a2-lsq"
+CONFIGS="w4a4 w2a2 w8a8 w2a2-lsq w4a4-lsq w3a3"  # most informative first
 NICE=${LSQ_TRAIN_NICE:-10}
 mkdir -p "$RUNS" "$LOGS"
 
