@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # tests/run.sh BUILD [SUITE...] - run the test suites and print one closing "N passed, N failed" line.
 #
-# Suites: unit (C unit tests), cli (shell tests of build/lsq), torch (PyTorch comparisons).
+# Suites: unit (C unit tests), cli (shell tests of build/lsq), torch (PyTorch comparisons); not run
+# by default: docker (tests/docker/docker-test.sh: the image, compose file and manifests, via podman,
+# as root; `make test WITH_DOCKER=1` adds it, as CI does) and cluster (tests/docker/cluster-test.sh).
 # Every test program prints TAP-like lines, "ok <name>" or "not ok <name>"; a program that exits
 # non-zero without printing a "not ok" line counts as one failure of its own.
 set -u
@@ -33,6 +35,8 @@ for suite in "${suites[@]}"; do
     cli)   for t in "$root"/tests/cli/test_*.sh; do run_one "cli/$(basename "$t")" bash "$t"; done ;;
     torch) for t in "$root"/tests/torch/test_*.py; do
                run_one "torch/$(basename "$t")" env PYTHONPATH="$root/models" /usr/bin/python3 "$t"; done ;;
+    docker)  run_one docker/docker-test.sh "$root"/tests/docker/docker-test.sh "$build" ;;
+    cluster) run_one docker/cluster-test.sh "$root"/tests/docker/cluster-test.sh "$build" ;;
     *) echo "tests/run.sh: unknown suite '$suite'" >&2; exit 2 ;;
     esac
 done
