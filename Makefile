@@ -50,16 +50,22 @@ CLI_SRC    := $(sort $(wildcard engine/cli/*.c))
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+SERVER_SRC := $(sort $(wildcard server/*.c))
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o)
+SERVER_LIBS := -lmicrohttpd
+# The server's build id (cache key of the accuracy report, --version): the git revision.
+GIT_REV    := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 LIB_A  := $(BUILD)/liblsq.a
 LIB_SO := $(BUILD)/liblsq.so
 CLI    := $(BUILD)/lsq
+SERVER := $(BUILD)/lsq-server
 PC     := $(BUILD)/lsq.pc
 BENCH_GEMM := $(BUILD)/bench_gemm
 
 .PHONY: all deps deps-docker run test test-unit test-cli test-torch bench docker-test cluster-test \
         install uninstall clean
-all: $(LIB_A) $(LIB_SO) $(CLI) $(PC) $(UNIT_BIN) $(BENCH_GEMM)
+all: $(LIB_A) $(LIB_SO) $(CLI) $(SERVER) $(PC) $(UNIT_BIN) $(BENCH_GEMM)
 
 $(BUILD)/obj/%__avx512.o: %__avx512.c
 	@mkdir -p $(dir $@)
@@ -81,6 +87,11 @@ $(LIB_SO): $(ENGINE_OBJ)
 	$(CC) -shared -Wl,-soname,liblsq.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(CLI): $(CLI_OBJ) $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB_A) $(LDLIBS)
+$(SERVER): $(SERVER_OBJ) $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $(SERVER_OBJ) $(LIB_A) $(SERVER_LIBS) $(LDLIBS)
+$(BUILD)/obj/server/web.o: server/web/index.html
+$(BUILD)/obj/server/main.o $(BUILD)/obj/server/options.o $(BUILD)/obj/server/report.o: CFLAGS += \
+    -DLSQ_SERVER_BUILD='"git $(GIT_REV)"' -DLSQ_SERVER_SHARE='"$(PREFIX)/share/lsq"'
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB_A) $(LDLIBS)
@@ -160,4 +171,4 @@ uninstall:
 clean:
 	rm -rf build build-debug build-address build-undefined
 
--include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+-include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d)
