@@ -138,6 +138,7 @@ drain_s=$(printf "%.2f" "$(echo "$t_exit - $t_term" | bc)")
 echo "# replica $victim: SIGTERM -> exit status $victim_rc after ${drain_s}s; readiness right after SIGTERM: ${ready_during:-000} (000 = connection refused)"
 grep -iE 'sigterm|drain' "$T/replica$victim.log" | sed 's/^/#   replica log: /'
 # nginx's view: requests per replica in each phase, and requests it passed to a second replica.
+# Exit status 1 when the drained replica served a request in the after phase.
 /usr/bin/python3 - "$T/access.log" "$lines_before" "$lines_during" "$victim_port" <<'PY'
 import re, sys, collections
 path, nb, nd, vport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -154,7 +155,9 @@ for name, part in (("before", lines[:nb]), ("during", lines[nb:nd]), ("after", l
             retried[" -> ".join(sts)] += 1
     print(f"# nginx {name}: served by port {dict(sorted(per.items()))}; retried on another replica: "
           f"{sum(retried.values())} {dict(retried) if retried else ''}")
+sys.exit(1 if per[vport] else 0)  # per is the after phase's here
 PY
+routed_after=$?
 
 # --- verdicts ----------------------------------------------------------------------------------------
 for r in "${results[@]}"; do
@@ -168,6 +171,7 @@ for r in "${results[@]}"; do
         ok "phase_${phase}_no_failures" "${n200} x 200, ${n503:-0} x 503 (documented: overload), socket errors $sock"
     else nok "phase_${phase}_no_failures" "other statuses: ${others:-none}; socket errors $sock"; fi
 done
+[ "$routed_after" = 0 ] && ok no_requests_to_drained_replica_after || nok no_requests_to_drained_replica_after "nginx still sent requests to port $victim_port"
 [ "$victim_rc" = 0 ] && ok drained_replica_exit_0 "exit 0 after ${drain_s}s" || nok drained_replica_exit_0 "exit status $victim_rc"
 kill -QUIT "$nginx_pid" 2>/dev/null; wait "$nginx_pid" 2>/dev/null; nginx_pid=
 finish

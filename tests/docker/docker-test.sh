@@ -105,7 +105,7 @@ mnt=$(podman image mount "$image") && mounted=1 || { nok image_mount; finish; }
 # What a container runtime would run: Entrypoint + Cmd, Env, WorkingDir, User (LSQ_PORT moved off
 # 8080 so the test does not meet a server already running here).
 mapfile -t argv < <(py_get "print('\n'.join((c.get('Entrypoint') or []) + (c.get('Cmd') or [])))")
-mapfile -t envv < <(py_get "print('\n'.join(c.get('Env') or []))")
+mapfile -t envv < <(py_get "print('\n'.join(e for e in c.get('Env') or [] if not e.startswith('LSQ_PORT=')))")
 workdir=$(py_get "print(c.get('WorkingDir') or '/')")
 envv+=("LSQ_PORT=$port" "HOSTNAME=lsq-test")
 run_in_image() { # command line... (as the image's user, in fresh PID and mount namespaces)
@@ -118,6 +118,7 @@ run_in_image() { # command line... (as the image's user, in fresh PID and mount 
 }
 export USERSPEC=$user
 if curl -s -o /dev/null "http://127.0.0.1:$port/"; then nok port_free "something already listens on $port"; finish; fi
+t0=$SECONDS
 run_in_image /usr/bin/env -i -C "$workdir" "${envv[@]}" "${argv[@]}" >"$T/server.log" 2>&1 &
 server_pid=$!
 note "running in the image: (cd $workdir && ${argv[*]}) as $user, env ${envv[*]}"
