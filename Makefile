@@ -60,7 +60,7 @@ SERVER := $(BUILD)/lsq-server
 PC     := $(BUILD)/lsq.pc
 BENCH_GEMM := $(BUILD)/bench_gemm
 
-.PHONY: all deps run test test-unit test-cli test-torch bench install uninstall clean
+.PHONY: all deps run test test-unit test-cli test-torch test-server bench loadtest install uninstall clean
 all: $(LIB_A) $(LIB_SO) $(CLI) $(SERVER) $(PC) $(UNIT_BIN) $(BENCH_GEMM)
 
 $(BUILD)/obj/%__avx512.o: %__avx512.c
@@ -100,7 +100,8 @@ $(PC): engine/lsq.pc.in Makefile
 # --- set-up -------------------------------------------------------------------------------------
 DEB_BUILD := gcc make pkg-config libopenblas-dev libjansson-dev libturbojpeg0-dev libpng-dev libwebp-dev \
              zlib1g-dev libmicrohttpd-dev
-DEB_TEST  := bc python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist
+DEB_TEST  := bc python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist curl wrk \
+             chromium chromium-driver
 deps:
 	@missing=$$(for p in $(DEB_BUILD) $(DEB_TEST); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -130,6 +131,8 @@ test-cli: all
 	@tests/run.sh $(BUILD) cli
 test-torch: all
 	@tests/run.sh $(BUILD) torch
+test-server: all
+	@tests/run.sh $(BUILD) server
 
 bench: all
 	@tests/bench/bench.sh $(BUILD)
