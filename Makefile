@@ -2,9 +2,10 @@
 #
 #   make              engine library (static + shared), CLI, pkg-config file -> build/
 #   make deps         install missing Debian packages (apt-get, as root)
-#   make run          the main job (until the HTTP server lands: the benchmark vs ONNX Runtime)
-#   make test         everything: C unit tests, CLI tests, PyTorch comparisons
+#   make run          the main job: the HTTP server on port 8080 with the bundled models (PORT=...)
+#   make test         everything: C unit tests, CLI tests, PyTorch comparisons, the server over HTTP
 #   make bench        engine vs ONNX Runtime, side by side (see README, Performance)
+#   make loadtest     wrk against lsq-server at several concurrency levels
 #   make install      PREFIX=/usr/local
 #   make SANITIZE=address|undefined   instrumented build in build-<sanitizer>/
 #   make DEBUG=1      -O0 -g build in build-debug/
@@ -114,10 +115,17 @@ deps:
 
 # --- the README's two commands ------------------------------------------------------------------
 # Both install what is missing first, so they work on a fresh Debian 12 machine.
+# make run: the HTTP server on port $(PORT) with the bundled models (models/bundled/manifest.json).
+PORT ?= 8080
 run:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all
-	@tests/bench/bench.sh $(BUILD)
+	@if [ ! -f models/bundled/manifest.json ]; then \
+	    echo "make run: models/bundled/manifest.json is missing, so there is nothing to serve." >&2; \
+	    echo "  The bundled models are trained with models/train.py (models/README.md) and listed in that" >&2; \
+	    echo "  manifest (format: server/README.md). To serve other models: $(BUILD)/lsq-server --models DIR" >&2; \
+	    exit 1; fi
+	exec $(BUILD)/lsq-server --models models/bundled --port $(PORT)
 
 test:
 	@$(MAKE) --no-print-directory deps
@@ -136,6 +144,12 @@ test-server: all
 
 bench: all
 	@tests/bench/bench.sh $(BUILD)
+
+# wrk against lsq-server at several concurrency levels (tests/loadtest/loadtest.sh for settings)
+loadtest:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	@tests/loadtest/loadtest.sh $(BUILD)
 
 # --- install ------------------------------------------------------------------------------------
 install: $(LIB_A) $(LIB_SO) $(CLI) $(PC)
