@@ -2,9 +2,10 @@
 #
 #   make              engine library (static + shared), CLI, pkg-config file -> build/
 #   make deps         install missing Debian packages (apt-get, as root)
-#   make run          the main job (until the HTTP server lands: the benchmark vs ONNX Runtime)
-#   make test         everything: C unit tests, CLI tests, PyTorch comparisons
+#   make run          the main job: the HTTP server on port 8080 with the bundled models (PORT=...)
+#   make test         everything: C unit tests, CLI tests, PyTorch comparisons, the server over HTTP
 #   make bench        engine vs ONNX Runtime, side by side (see README, Performance)
+#   make loadtest     wrk against lsq-server at several concurrency levels
 #   make docker-test  the container image, compose file and Kubernetes manifests, via podman (root)
 #   make cluster-test three servers behind nginx on loopback, one drained under load (wrk)
 #   make test WITH_DOCKER=1   the test suite plus docker-test (what CI runs)
@@ -63,8 +64,8 @@ SERVER := $(BUILD)/lsq-server
 PC     := $(BUILD)/lsq.pc
 BENCH_GEMM := $(BUILD)/bench_gemm
 
-.PHONY: all deps deps-docker run test test-unit test-cli test-torch bench docker-test cluster-test \
-        install uninstall clean
+.PHONY: all deps deps-docker run test test-unit test-cli test-torch test-server bench loadtest \
+        docker-test cluster-test install uninstall clean
 all: $(LIB_A) $(LIB_SO) $(CLI) $(SERVER) $(PC) $(UNIT_BIN) $(BENCH_GEMM)
 
 $(BUILD)/obj/%__avx512.o: %__avx512.c
@@ -104,7 +105,8 @@ $(PC): engine/lsq.pc.in Makefile
 # --- set-up -------------------------------------------------------------------------------------
 DEB_BUILD := gcc make pkg-config libopenblas-dev libjansson-dev libturbojpeg0-dev libpng-dev libwebp-dev \
              zlib1g-dev libmicrohttpd-dev
-DEB_TEST  := bc python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist
+DEB_TEST  := bc python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist curl wrk \
+             chromium chromium-driver
 # Container tests only (make docker-test, make cluster-test, make test WITH_DOCKER=1): a plain
 # `make test` never pulls podman.
 DEB_DOCKER := podman debootstrap docker-compose yamllint nginx wrk curl python3-yaml python3-pil
@@ -123,12 +125,19 @@ deps-docker:
 
 # --- the README's two commands ------------------------------------------------------------------
 # Both install what is missing first, so they work on a fresh Debian 12 machine.
+# make run: the HTTP server on port $(PORT) with the bundled models (models/bundled/manifest.json).
+PORT ?= 8080
 run:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all
-	@tests/bench/bench.sh $(BUILD)
+	@if [ ! -f models/bundled/manifest.json ]; then \
+	    echo "make run: models/bundled/manifest.json is missing, so there is nothing to serve." >&2; \
+	    echo "  The bundled models are trained with models/train.py (models/README.md) and listed in that" >&2; \
+	    echo "  manifest (format: server/README.md). To serve other models: $(BUILD)/lsq-server --models DIR" >&2; \
+	    exit 1; fi
+	exec $(BUILD)/lsq-server --models models/bundled --port $(PORT)
 
-TEST_SUITES := unit cli torch $(if $(WITH_DOCKER),docker)
+TEST_SUITES := $(if $(WITH_DOCKER),default docker)
 test:
 	@$(MAKE) --no-print-directory deps $(if $(WITH_DOCKER),deps-docker)
 	@$(MAKE) --no-print-directory all
@@ -141,9 +150,17 @@ test-cli: all
 	@tests/run.sh $(BUILD) cli
 test-torch: all
 	@tests/run.sh $(BUILD) torch
+test-server: all
+	@tests/run.sh $(BUILD) server
 
 bench: all
 	@tests/bench/bench.sh $(BUILD)
+
+# wrk against lsq-server at several concurrency levels (tests/loadtest/loadtest.sh for settings)
+loadtest:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	@tests/loadtest/loadtest.sh $(BUILD)
 
 # Container deployment (docker/README.md): both print PASS or FAIL at the end.
 docker-test:

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pool.h"
 #include "worker.h"
@@ -52,6 +53,8 @@ void *worker_create(int index, void *arg, char *err, size_t errlen)
     }
     w->reg = sh->reg;
     w->opt = sh->opt;
+    const char *d = getenv("LSQ_DEBUG_INFER_DELAY_MS");
+    w->debug_delay_ms = d ? atoi(d) : 0;
     for (int i = 0; i < sh->reg->n; i++) {
         const model_entry *e = &sh->reg->entries[i];
         lsq_error le = {{0}};
@@ -150,6 +153,10 @@ static void classify(worker *w, job *j)
 void worker_run(void *arg, job *j)
 {
     worker *w = arg;
+    if (w->debug_delay_ms > 0) {
+        struct timespec ts = {w->debug_delay_ms / 1000, (long)(w->debug_delay_ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
     if (j->kind == JOB_CLASSIFY) classify(w, j);
     else v2_run(w, j);
 }

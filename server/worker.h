@@ -13,6 +13,7 @@ typedef struct {
     lsq_session **sessions; /* [reg->n], one per (model, config), created at start-up */
     float *x;               /* [3, S, S] input of the largest S */
     float *logits;          /* [max classes] */
+    int debug_delay_ms;     /* LSQ_DEBUG_INFER_DELAY_MS: tests make inference slow to fill the queue */
 } worker;
 
 typedef struct {
