@@ -58,6 +58,12 @@ def main(d):
     conf = open(os.path.join(d, "nginx", "lsq.conf")).read()
     assert len(re.findall(r"^\s*server lsq:8080\b[^;]*;", conf, re.M)) == 1, "nginx: one 'server lsq:8080' line"
     assert re.search(r"^\s*least_conn;", conf, re.M), "nginx: least_conn"
+    nu = re.search(r"^\s*proxy_next_upstream\s+([^;]*);", conf, re.M)
+    assert nu, "nginx: no proxy_next_upstream"
+    # Retrying on 503 makes nginx mark overloaded replicas down and answer 502 to everyone
+    # (docker/README.md, "Load balancing and retries").
+    assert "http_503" not in nu.group(1).split(), "nginx: proxy_next_upstream must not retry http_503"
+    assert {"error", "non_idempotent"} <= set(nu.group(1).split()), "nginx: retry connection errors, POSTs too"
     print(f"grace {grace}s > preStop {pre_s}s + drain {drain}s; probes on /v2/health; {len(docs)} k8s objects")
 
 

@@ -2,11 +2,12 @@
 # tests/docker/cluster-test.sh [BUILD] - scale-out behind nginx, on loopback (issue 6): three
 # lsq-server replicas, Debian's nginx with docker/nginx/lsq.conf (the compose file's load balancer
 # configuration: only the `server lsq:8080` line becomes one line per replica, and the listen
-# port changes), wrk POSTing a JPEG through nginx. Three phases: before (3 replicas), during (SIGTERM
-# to one replica under load), after (2 replicas). Prints throughput, latency and status counts per
-# phase, what nginx retried, and the drained replica's exit. Passes when no client saw a socket error
-# or a status other than 200 and the documented 503 (overload), and the replica exited 0 after
-# draining. Needs build/lsq-server, nginx, wrk, curl.
+# port changes), wrk POSTing a JPEG through nginx. Four phases: before (3 replicas), during (SIGTERM
+# to one replica under load), after (2 replicas), overload (far more connections than the two
+# replicas' queues hold). Prints throughput, latency and status counts per phase, what nginx
+# retried, and the drained replica's exit. Passes when no client saw a socket error or a status
+# other than 200 and the documented 503 (queue full), nginx sent the drained replica nothing after
+# it exited, and the replica exited 0 after draining. Needs build/lsq-server, nginx, wrk, curl.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -15,6 +16,7 @@ SERVER=$root/$build/lsq-server LSQ=$root/$build/lsq
 base=${LSQ_CLUSTER_PORT:-18180}          # nginx; replicas on base+1 .. base+3 (must be free)
 phase_s=${LSQ_CLUSTER_PHASE_S:-8}        # seconds per phase
 conns=${LSQ_CLUSTER_CONNECTIONS:-12}
+over_conns=${LSQ_CLUSTER_OVERLOAD_CONNECTIONS:-64}   # the overload phase: far above 2 x (queue 8 + 1)
 T=$(mktemp -d "${LSQ_TMP:-/tmp}/cluster-test.XXXXXX")
 pids=() nginx_pid= failed=() npass=0 start=$SECONDS
 ok()  { echo "ok $1${2:+ # $2}"; npass=$((npass + 1)); }
@@ -76,7 +78,7 @@ nginx -e "$T/nginx/error.log" -t -c "$T/nginx/nginx.conf" >"$T/nginx-t.log" 2>&1
 
 # --- three replicas, then nginx ---------------------------------------------------------------------
 for i in 1 2 3; do
-    LSQ_PORT=$((base + i)) LSQ_MODELS=$models LSQ_WORKERS=1 LSQ_THREADS=1 LSQ_QUEUE=32 LSQ_DRAIN=30 \
+    LSQ_PORT=$((base + i)) LSQ_MODELS=$models LSQ_WORKERS=1 LSQ_THREADS=1 LSQ_QUEUE=8 LSQ_DRAIN=30 \
         LSQ_EVAL=off LSQ_BENCH_ITERS=3 LSQ_CACHE_DIR= LSQ_ACCESS_LOG=0 "$SERVER" >"$T/replica$i.log" 2>&1 &
     pids[$i]=$!
 done
@@ -102,8 +104,8 @@ done
 [ "$code" = 200 ] && ok classify_through_nginx || { nok classify_through_nginx "HTTP $code"; finish; }
 
 # --- the three phases ----------------------------------------------------------------------------
-run_wrk() { # phase name
-    LSQ_JPEG=$T/test.jpg wrk -t2 -c"$conns" -d"${phase_s}s" --timeout 10s -s tests/docker/wrk-classify.lua \
+run_wrk() { # phase name [connections]
+    LSQ_JPEG=$T/test.jpg wrk -t2 -c"${2:-$conns}" -d"${phase_s}s" --timeout 10s -s tests/docker/wrk-classify.lua \
         "http://127.0.0.1:$base" >"$T/wrk-$1.log" 2>&1
     grep '^requests=' "$T/wrk-$1.log" | tail -1
 }
@@ -132,6 +134,12 @@ lines_during=$(wc -l <"$T/access.log")
 
 results+=("after $(run_wrk after)")
 echo "# after:   ${results[2]#after }"
+lines_after=$(wc -l <"$T/access.log")
+# Overload: more connections than the two replicas' workers and queues hold. The replicas answer
+# 503 (queue full, Retry-After), nginx tries the other replica, and a client gets 503 only when
+# both refused: the documented 503. Nothing else may reach the client.
+results+=("overload $(run_wrk overload "$over_conns")")
+echo "# overload ($over_conns connections): ${results[3]#overload }"
 
 # --- what happened -----------------------------------------------------------------------------------
 drain_s=$(printf "%.2f" "$(echo "$t_exit - $t_term" | bc)")
@@ -139,11 +147,12 @@ echo "# replica $victim: SIGTERM -> exit status $victim_rc after ${drain_s}s; re
 grep -iE 'sigterm|drain' "$T/replica$victim.log" | sed 's/^/#   replica log: /'
 # nginx's view: requests per replica in each phase, and requests it passed to a second replica.
 # Exit status 1 when the drained replica served a request in the after phase.
-/usr/bin/python3 - "$T/access.log" "$lines_before" "$lines_during" "$victim_port" <<'PY'
+/usr/bin/python3 - "$T/access.log" "$lines_before" "$lines_during" "$lines_after" "$victim_port" <<'PY'
 import re, sys, collections
-path, nb, nd, vport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+path, nb, nd, na, vport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 lines = open(path).read().splitlines()
-for name, part in (("before", lines[:nb]), ("during", lines[nb:nd]), ("after", lines[nd:])):
+routed_after = 0
+for name, part in (("before", lines[:nb]), ("during", lines[nb:nd]), ("after", lines[nd:na]), ("overload", lines[na:])):
     per = collections.Counter(); retried = collections.Counter()
     for l in part:
         ups = re.search(r"upstream=(\S.*?) upstream_status=(.*?) upstream_time", l)
@@ -155,7 +164,8 @@ for name, part in (("before", lines[:nb]), ("during", lines[nb:nd]), ("after", l
             retried[" -> ".join(sts)] += 1
     print(f"# nginx {name}: served by port {dict(sorted(per.items()))}; retried on another replica: "
           f"{sum(retried.values())} {dict(retried) if retried else ''}")
-sys.exit(1 if per[vport] else 0)  # per is the after phase's here
+    if name == "after": routed_after = per[vport]
+sys.exit(1 if routed_after else 0)
 PY
 routed_after=$?
 
