@@ -8,7 +8,7 @@
 #   make loadtest     wrk against lsq-server at several concurrency levels
 #   make docker-test  the container image, compose file and Kubernetes manifests, via podman (root)
 #   make cluster-test three servers behind nginx on loopback, one drained under load (wrk)
-#   make test WITH_DOCKER=1   the test suite plus docker-test (what CI runs)
+#   make test WITH_DOCKER=1   the test suite plus docker-test and cluster-test (what CI runs)
 #   make install      PREFIX=/usr/local
 #   make SANITIZE=address|undefined   instrumented build in build-<sanitizer>/
 #   make DEBUG=1      -O0 -g build in build-debug/
@@ -137,7 +137,7 @@ run:
 	    exit 1; fi
 	exec $(BUILD)/lsq-server --models models/bundled --port $(PORT)
 
-TEST_SUITES := $(if $(WITH_DOCKER),default docker)
+TEST_SUITES := $(if $(WITH_DOCKER),default docker cluster)
 test:
 	@$(MAKE) --no-print-directory deps $(if $(WITH_DOCKER),deps-docker)
 	@$(MAKE) --no-print-directory all

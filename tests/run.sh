@@ -4,8 +4,9 @@
 # Suites: unit (C unit tests), cli (shell tests of build/lsq), torch (PyTorch comparisons), server
 # (build/lsq-server over real HTTP, and its web page in headless Chromium).
 # Not run by default: docker (tests/docker/docker-test.sh: the image, compose file and manifests via
-# podman, as root; `make test WITH_DOCKER=1` runs "default docker", as CI does) and cluster
-# (tests/docker/cluster-test.sh). "default" stands for the default suites.
+# podman, as root) and cluster (tests/docker/cluster-test.sh: replicas behind nginx, one drained);
+# `make test WITH_DOCKER=1` runs "default docker cluster", as CI does. "default" stands for the
+# default suites.
 # Every test program prints TAP-like lines, "ok <name>" or "not ok <name>"; a program that exits
 # non-zero without printing a "not ok" line counts as one failure of its own.
 set -u
