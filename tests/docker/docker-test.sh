@@ -107,7 +107,10 @@ mnt=$(podman image mount "$image") && mounted=1 || { nok image_mount; finish; }
 mapfile -t argv < <(py_get "print('\n'.join((c.get('Entrypoint') or []) + (c.get('Cmd') or [])))")
 mapfile -t envv < <(py_get "print('\n'.join(e for e in c.get('Env') or [] if not e.startswith('LSQ_PORT=')))")
 workdir=$(py_get "print(c.get('WorkingDir') or '/')")
-envv+=("LSQ_PORT=$port" "HOSTNAME=lsq-test")
+# Configuration through the environment, as `docker run -e` would: an API key, which the inference
+# endpoints must then require and the health endpoints (HEALTHCHECK, probes) must not.
+key=docker-test-key
+envv+=("LSQ_PORT=$port" "LSQ_API_KEY=$key" "HOSTNAME=lsq-test")
 run_in_image() { # command line... (as the image's user, in fresh PID and mount namespaces)
     exec unshare --pid --fork --mount --propagation private /bin/bash -c '
         mnt=$1; shift
@@ -140,6 +143,10 @@ if [ "$tini_comm" = tini ] && [ "$nspid" = 1 ] && [ "$srv_uid" = "${user%%:*}" ]
     ok pid1_tini_server_uid "tini is PID 1 in its namespace; lsq-server runs as uid $srv_uid"
 else nok pid1_tini_server_uid "pid 1 is '$tini_comm' (ns pid $nspid), server uid '$srv_uid'"; fi
 
+# The build id reached the binary (--build-arg LSQ_BUILD_ID; the build context has no .git).
+ver=$( (run_in_image /usr/local/bin/lsq-server --version) 2>&1 | head -1)
+case $ver in *"git $build_id"*) ok version_build_id "$ver" ;; *) nok version_build_id "'$ver', expected git $build_id" ;; esac
+
 # The HEALTHCHECK's own command, in the image, as the image's user.
 hc_cmd=$(py_get "h=d.get('Healthcheck') or c.get('Healthcheck') or {}; t=h.get('Test', []); print(t[1] if len(t) > 1 else '')")
 if [ -n "$hc_cmd" ] && chroot --userspec="$user" "$mnt" /usr/bin/env -i "${envv[@]}" "$hc_cmd"; then ok healthcheck_command_passes
@@ -152,8 +159,12 @@ im = Image.new('RGB', (96, 64))
 im.putdata([(x * 2, y * 3, (x + y) % 256) for y in range(64) for x in range(96)])
 im.save('$T/test.jpg', quality=90)" 2>"$T/jpeg.log" || convert -size 96x64 gradient:red-blue "$T/test.jpg" 2>>"$T/jpeg.log"; then :; fi
 model=$(curl -s "http://127.0.0.1:$port/v1/models" | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["model"])')
-code=$(curl -s -o "$T/classify.json" -w '%{http_code}' -H 'Content-Type: image/jpeg' --data-binary "@$T/test.jpg" \
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: image/jpeg' --data-binary "@$T/test.jpg" \
        "http://127.0.0.1:$port/v1/classify?model=$model&topk=3")
+[ "$code" = 401 ] && ok env_api_key_required "LSQ_API_KEY from the environment: 401 without the key" ||
+    nok env_api_key_required "HTTP $code without the key"
+code=$(curl -s -o "$T/classify.json" -w '%{http_code}' -H "Authorization: Bearer $key" -H 'Content-Type: image/jpeg' \
+       --data-binary "@$T/test.jpg" "http://127.0.0.1:$port/v1/classify?model=$model&topk=3")
 if [ "$code" = 200 ] && /usr/bin/python3 -c "
 import json, sys
 r = json.load(open('$T/classify.json'))
