@@ -14,7 +14,7 @@ struct pool {
     job *head, *tail;
     int depth, inflight, stopping;
     int inited, init_failed;
-    char init_err[256];
+    char init_err[300];
     pthread_t *threads, reaper;
     int started;
 };

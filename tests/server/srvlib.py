@@ -38,11 +38,13 @@ class Tap:
 class Server:
     """lsq-server on port 0 (the kernel picks a free one); stdout (access log) and stderr to files."""
 
-    def __init__(self, models, *args, env=None, wrapper=(), name="server", ready_timeout=120):
+    def __init__(self, models, *args, env=None, wrapper=None, name="server", ready_timeout=180):
         self.out = os.path.join(TMP, f"{name}.out")
         self.err = os.path.join(TMP, f"{name}.err")
         e = dict(os.environ)
         e.update(env or {})
+        if wrapper is None:  # e.g. LSQ_SERVER_WRAPPER="valgrind --error-exitcode=99 --leak-check=full"
+            wrapper = os.environ.get("LSQ_SERVER_WRAPPER", "").split()
         cmd = list(wrapper) + [SERVER, "--models", models, "--port", "0", "--host", "127.0.0.1", "--cache-dir", ""] + list(args)
         self.proc = subprocess.Popen(cmd, stdout=open(self.out, "w"), stderr=open(self.err, "w"), env=e)
         self.port = None

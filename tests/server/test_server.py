@@ -450,6 +450,25 @@ def test_drain(models, img):
         srv.stop()
 
 
+def test_accuracy_cache(models):
+    # first start measures and writes the cache; the second reads it (same figures, status "cached")
+    cache = os.path.join(TMP, "server-cache")
+    subprocess.run(["rm", "-rf", cache])
+    got = []
+    for _ in range(2):
+        srv = Server(models, "--eval", "startup", "--eval-limit", "12", "--workers", "1", "--cache-dir", cache,
+                     name="server-cache")
+        try:
+            st, _, rep = srv.json("GET", "/v1/report")
+            got.append({(c["model"], c["config"]): c["accuracy"] for c in rep["configurations"]})
+        finally:
+            srv.stop()
+    a, b = got[0][("mixnet_s-test", "w4a4")], got[1][("mixnet_s-test", "w4a4")]
+    tap.check("accuracy_cache_written_and_read", a["status"] == "measured" and b["status"] == "cached" and
+              a["top1"] == b["top1"] and a["top5"] == b["top5"] and b["images"] == 12 and
+              len(os.listdir(cache)) == 2, f"{a} {b}")
+
+
 def main():
     models = ensure_models()
     img = make_images()
@@ -471,6 +490,7 @@ def main():
         srv.stop()
     test_overload(models, img)
     test_drain(models, img)
+    test_accuracy_cache(models)
     tap.finish()
 
 
