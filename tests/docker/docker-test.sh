@@ -73,10 +73,15 @@ else
     build_args+=(--build-arg "MODELS=$demo")
 fi
 build_id=$(git describe --always --dirty 2>/dev/null || echo unknown)
+old_image=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null)
 t0=$SECONDS
 if podman build --isolation chroot --format docker --pull=never -f docker/Dockerfile -t "$image" \
         "${build_args[@]}" --build-arg "LSQ_BUILD_ID=$build_id" . >"$T/build.log" 2>&1; then
     ok image_build "$((SECONDS - t0))s"
+    # The previous test image, untagged by this build, goes (its build-stage layers stay as cache;
+    # `podman image prune` reclaims those).
+    new_image=$(podman image inspect --format '{{.Id}}' "$image")
+    [ -n "$old_image" ] && [ "$old_image" != "$new_image" ] && podman rmi "$old_image" >/dev/null 2>&1
 else nok image_build "$(tail -5 "$T/build.log" | tr '\n' ' ')"; finish; fi
 t0=$SECONDS
 if podman build --isolation chroot --format docker --pull=never -f docker/nginx/Dockerfile -t "$lb_image" . \
