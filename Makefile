@@ -2,9 +2,13 @@
 #
 #   make              engine library (static + shared), CLI, pkg-config file -> build/
 #   make deps         install missing Debian packages (apt-get, as root)
-#   make run          the main job (until the HTTP server lands: the benchmark vs ONNX Runtime)
-#   make test         everything: C unit tests, CLI tests, PyTorch comparisons
+#   make run          the main job: the HTTP server on port 8080 with the bundled models (PORT=...)
+#   make test         everything: C unit tests, CLI tests, PyTorch comparisons, the server over HTTP
 #   make bench        engine vs ONNX Runtime, side by side (see README, Performance)
+#   make loadtest     wrk against lsq-server at several concurrency levels
+#   make docker-test  the container image, compose file and Kubernetes manifests, via podman (root)
+#   make cluster-test three servers behind nginx on loopback, one drained under load (wrk)
+#   make test WITH_DOCKER=1   the test suite plus docker-test and cluster-test (what CI runs)
 #   make install      PREFIX=/usr/local
 #   make SANITIZE=address|undefined   instrumented build in build-<sanitizer>/
 #   make DEBUG=1      -O0 -g build in build-debug/
@@ -47,15 +51,22 @@ CLI_SRC    := $(sort $(wildcard engine/cli/*.c))
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+SERVER_SRC := $(sort $(wildcard server/*.c))
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o)
+SERVER_LIBS := -lmicrohttpd
+# The server's build id (cache key of the accuracy report, --version): the git revision.
+GIT_REV    := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 LIB_A  := $(BUILD)/liblsq.a
 LIB_SO := $(BUILD)/liblsq.so
 CLI    := $(BUILD)/lsq
+SERVER := $(BUILD)/lsq-server
 PC     := $(BUILD)/lsq.pc
 BENCH_GEMM := $(BUILD)/bench_gemm
 
-.PHONY: all deps run test test-unit test-cli test-torch bench models report install uninstall clean
-all: $(LIB_A) $(LIB_SO) $(CLI) $(PC) $(UNIT_BIN) $(BENCH_GEMM)
+.PHONY: all deps deps-docker run test test-unit test-cli test-torch test-server bench loadtest \
+        docker-test cluster-test models report install uninstall clean
+all: $(LIB_A) $(LIB_SO) $(CLI) $(SERVER) $(PC) $(UNIT_BIN) $(BENCH_GEMM)
 
 $(BUILD)/obj/%__avx512.o: %__avx512.c
 	@mkdir -p $(dir $@)
@@ -77,6 +88,11 @@ $(LIB_SO): $(ENGINE_OBJ)
 	$(CC) -shared -Wl,-soname,liblsq.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(CLI): $(CLI_OBJ) $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB_A) $(LDLIBS)
+$(SERVER): $(SERVER_OBJ) $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $(SERVER_OBJ) $(LIB_A) $(SERVER_LIBS) $(LDLIBS)
+$(BUILD)/obj/server/web.o: server/web/index.html
+$(BUILD)/obj/server/main.o $(BUILD)/obj/server/options.o $(BUILD)/obj/server/report.o: CFLAGS += \
+    -DLSQ_SERVER_BUILD='"git $(GIT_REV)"' -DLSQ_SERVER_SHARE='"$(PREFIX)/share/lsq"'
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB_A) $(LDLIBS)
@@ -89,28 +105,43 @@ $(PC): engine/lsq.pc.in Makefile
 # --- set-up -------------------------------------------------------------------------------------
 DEB_BUILD := gcc make pkg-config libopenblas-dev libjansson-dev libturbojpeg0-dev libpng-dev libwebp-dev \
              zlib1g-dev libmicrohttpd-dev
-DEB_TEST  := bc python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist
-deps:
-	@missing=$$(for p in $(DEB_BUILD) $(DEB_TEST); do \
+DEB_TEST  := bc python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist curl wrk \
+             chromium chromium-driver
+# Container tests only (make docker-test, make cluster-test, make test WITH_DOCKER=1): a plain
+# `make test` never pulls podman.
+DEB_DOCKER := podman debootstrap docker-compose yamllint nginx wrk curl python3-yaml python3-pil
+deb_install = missing=$$(for p in $(1); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	    echo "make deps: installing $$missing"; \
-	    if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (apt-get)" >&2; exit 1; fi; \
+	    echo "make $@: installing $$missing"; \
+	    if [ "$$(id -u)" != 0 ]; then echo "make $@: run as root (apt-get)" >&2; exit 1; fi; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "make deps: all packages present"; fi
+	else echo "make $@: all packages present"; fi
+deps:
+	@$(call deb_install,$(DEB_BUILD) $(DEB_TEST))
+deps-docker:
+	@$(call deb_install,$(DEB_DOCKER))
 
 # --- the README's two commands ------------------------------------------------------------------
 # Both install what is missing first, so they work on a fresh Debian 12 machine.
+# make run: the HTTP server on port $(PORT) with the bundled models (models/bundled/manifest.json).
+PORT ?= 8080
 run:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all
-	@tests/bench/bench.sh $(BUILD)
+	@if [ ! -f models/bundled/manifest.json ]; then \
+	    echo "make run: models/bundled/manifest.json is missing, so there is nothing to serve." >&2; \
+	    echo "  The bundled models are trained with models/train.py (models/README.md) and listed in that" >&2; \
+	    echo "  manifest (format: server/README.md). To serve other models: $(BUILD)/lsq-server --models DIR" >&2; \
+	    exit 1; fi
+	exec $(BUILD)/lsq-server --models models/bundled --port $(PORT)
 
+TEST_SUITES := $(if $(WITH_DOCKER),default docker cluster)
 test:
-	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory deps $(if $(WITH_DOCKER),deps-docker)
 	@$(MAKE) --no-print-directory all
-	@tests/run.sh $(BUILD)
+	@tests/run.sh $(BUILD) $(TEST_SUITES)
 
 # --- tests --------------------------------------------------------------------------------------
 test-unit: all
@@ -119,6 +150,8 @@ test-cli: all
 	@tests/run.sh $(BUILD) cli
 test-torch: all
 	@tests/run.sh $(BUILD) torch
+test-server: all
+	@tests/run.sh $(BUILD) server
 
 bench: all
 	@tests/bench/bench.sh $(BUILD)
@@ -132,6 +165,22 @@ models:
 	@/usr/bin/python3 models/bundle.py
 report: all
 	@/usr/bin/python3 models/report.py --lsq $(BUILD)/lsq
+
+# wrk against lsq-server at several concurrency levels (tests/loadtest/loadtest.sh for settings)
+loadtest:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	@tests/loadtest/loadtest.sh $(BUILD)
+
+# Container deployment (docker/README.md): both print PASS or FAIL at the end.
+docker-test:
+	@$(MAKE) --no-print-directory deps deps-docker
+	@$(MAKE) --no-print-directory all
+	@tests/docker/docker-test.sh $(BUILD)
+cluster-test:
+	@$(MAKE) --no-print-directory deps deps-docker
+	@$(MAKE) --no-print-directory all
+	@tests/docker/cluster-test.sh $(BUILD)
 
 # --- install ------------------------------------------------------------------------------------
 install: $(LIB_A) $(LIB_SO) $(CLI) $(PC)
@@ -149,4 +198,4 @@ uninstall:
 clean:
 	rm -rf build build-debug build-address build-undefined
 
--include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+-include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d)

@@ -30,25 +30,11 @@ typedef struct {
     long long model_bytes;
 } eval_result;
 
-/* dataset class c -> model class index */
-static int *class_map(const lsq_dataset *ds, const lsq_model *m)
+static int eval_progress(void *user, int done, int total, int top1)
 {
-    int nc = lsq_dataset_num_classes(ds), nm = lsq_model_num_classes(m);
-    int *map = malloc((size_t)(nc ? nc : 1) * sizeof(int));
-    if (!map) return NULL;
-    int by_name = lsq_dataset_class_name(ds, 0) != NULL;
-    for (int c = 0; c < nc; c++) {
-        map[c] = c;
-        if (!by_name) continue;
-        int found = -1;
-        for (int k = 0; k < nm && found < 0; k++)
-            if (!strcmp(lsq_model_label(m, k), lsq_dataset_class_name(ds, c))) found = k;
-        if (found < 0) by_name = 0;
-        else map[c] = found;
-    }
-    if (!by_name)
-        for (int c = 0; c < nc; c++) map[c] = c;
-    return map;
+    if (done % 64 == 0 || done == total)
+        fprintf(stderr, "\r%-10s %6d/%d  top-1 %6.2f%%", (const char *)user, done, total, 100.0 * top1 / done);
+    return 0;
 }
 
 static int eval_one(const char *model_path, const char *arch, const char *config, const lsq_dataset *ds, int limit,
@@ -56,69 +42,37 @@ static int eval_one(const char *model_path, const char *arch, const char *config
 {
     lsq_model *m = cli_load_model("eval", model_path, arch, config);
     if (!m) return 1;
-    const lsq_preprocess *pp = lsq_model_preprocess(m);
-    int S = pp->input_size, nm = lsq_model_num_classes(m), n = lsq_dataset_size(ds);
-    if (limit > 0 && limit < n) n = limit;
-    lsq_session *s = NULL;
+    int nm = lsq_model_num_classes(m), rc = 1, tty = isatty(2);
     lsq_error err = {{0}};
-    lsq_session_options so = {.height = S, .width = S, .threads = threads};
-    float *x = malloc((size_t)3 * S * S * sizeof(float)), *logits = malloc((size_t)nm * sizeof(float));
-    double *t = malloc((size_t)n * sizeof(double));
-    int *map = class_map(ds, m), rc = 1, tty = isatty(2);
     snprintf(r->config, sizeof r->config, "%s", lsq_model_config(m));
     snprintf(r->arch, sizeof r->arch, "%s", lsq_model_arch(m));
     r->classes = nm;
     r->model_bytes = lsq_model_file_bytes(m);
     r->class_total = calloc((size_t)nm, sizeof(int));
     r->class_correct = calloc((size_t)nm, sizeof(int));
-    if (!x || !logits || !t || !map || !r->class_total || !r->class_correct) {
+    if (!r->class_total || !r->class_correct) {
         cli_error("eval", "out of memory");
         goto done;
     }
-    if (lsq_session_create(m, &so, &s, &err)) {
+    lsq_eval_options eo = {.limit = limit, .threads = threads, .progress = tty ? eval_progress : NULL,
+                           .user = r->config, .class_total = r->class_total, .class_correct = r->class_correct};
+    lsq_eval_result er;
+    if (lsq_eval(m, ds, &eo, &er, &err)) {
+        if (tty) fputc('\n', stderr);
         cli_error("eval", "%s", err.msg);
         goto done;
     }
-    for (int i = 0; i < n; i++) {
-        lsq_image img;
-        if (lsq_dataset_get(ds, i, &img, &err) || lsq_image_preprocess(&img, pp, x, &err)) {
-            lsq_image_free(&img);
-            cli_error("eval", "item %d: %s", i, err.msg);
-            goto done;
-        }
-        lsq_image_free(&img);
-        double t0 = cli_now_ms();
-        lsq_session_run(s, x, logits);
-        t[i] = cli_now_ms() - t0;
-        r->infer_total_ms += t[i];
-        int label = map[lsq_dataset_label(ds, i)], rank = 0;
-        if (label < 0 || label >= nm) {
-            cli_error("eval", "item %d: class %d but the model has %d classes", i, label, nm);
-            goto done;
-        }
-        for (int k = 0; k < nm; k++) /* classes scoring higher than the true one (ties: lower index first) */
-            rank += logits[k] > logits[label] || (logits[k] == logits[label] && k < label);
-        r->top1 += rank == 0;
-        r->top5 += rank < 5;
-        r->class_total[label]++;
-        r->class_correct[label] += rank == 0;
-        r->n++;
-        if (tty && (i % 64 == 0 || i == n - 1))
-            fprintf(stderr, "\r%-10s %6d/%d  top-1 %6.2f%%", r->config, i + 1, n, 100.0 * r->top1 / r->n);
-    }
     if (tty) fputc('\n', stderr);
-    cli_sort(t, n);
-    r->p50 = cli_percentile(t, n, 0.5);
-    r->p90 = cli_percentile(t, n, 0.9);
-    r->p99 = cli_percentile(t, n, 0.99);
+    r->n = er.images;
+    r->top1 = er.top1;
+    r->top5 = er.top5;
+    r->p50 = er.p50_ms;
+    r->p90 = er.p90_ms;
+    r->p99 = er.p99_ms;
+    r->infer_total_ms = er.infer_total_ms;
     rc = 0;
 done:
-    lsq_session_free(s);
     lsq_model_free(m);
-    free(x);
-    free(logits);
-    free(t);
-    free(map);
     return rc;
 }
 

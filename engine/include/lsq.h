@@ -189,6 +189,34 @@ LSQ_API const char *lsq_dataset_describe(const lsq_dataset *d);
 LSQ_API lsq_status lsq_dataset_get(const lsq_dataset *d, int i, lsq_image *img, lsq_error *err);
 
 /* ---------------------------------------------------------------------------------------------
+ * Evaluation: accuracy and inference latency of a model on a labelled set (eval.c)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    int limit;   /* evaluate the first `limit` items; <= 0: all of them */
+    int threads; /* intra-op threads of the evaluation session; <= 0 means 1 */
+    /* Optional, called after every item; a non-zero return stops the evaluation (LSQ_ERR_ARG,
+     * "cancelled"). */
+    int (*progress)(void *user, int done, int total, int top1);
+    void *user;
+    /* Optional caller-owned arrays of lsq_model_num_classes() ints, zeroed by the caller: images
+     * and top-1 hits per model class. */
+    int *class_total, *class_correct;
+} lsq_eval_options;
+
+typedef struct {
+    int images, top1, top5;        /* counts */
+    double p50_ms, p90_ms, p99_ms; /* batch-1 lsq_session_run latency, nearest rank */
+    double infer_total_ms;         /* sum of the inference times */
+} lsq_eval_result;
+
+/* Every item goes through the model's preprocessing and one batch-1 inference. Dataset classes map
+ * to model classes by name when all the dataset's folder names are among the model's labels, else
+ * by index. Ties rank the lower class index first. */
+LSQ_API lsq_status lsq_eval(const lsq_model *m, const lsq_dataset *ds, const lsq_eval_options *opt,
+                            lsq_eval_result *out, lsq_error *err);
+
+/* ---------------------------------------------------------------------------------------------
  * Runtime
  * ------------------------------------------------------------------------------------------- */
 

@@ -1,0 +1,203 @@
+/* manifest.c - reads and validates manifest.json: models, their configurations and datasets.
+ *
+ * Paths in the manifest are relative to its folder unless absolute. "extra_configs" (FP32
+ * checkpoints served at extra bit-widths through C calibration) is refused: the engine has no
+ * calibration (`lsq quantize`) yet, and a manifest that asks for it should not start silently
+ * without those configurations. */
+#include "manifest.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, len, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static char *resolve(const char *dir, const char *p)
+{
+    size_t n = strlen(dir) + strlen(p) + 2;
+    char *r = malloc(n);
+    if (!r) return NULL;
+    if (p[0] == '/') snprintf(r, n, "%s", p);
+    else snprintf(r, n, "%s/%s", dir, p);
+    return r;
+}
+
+/* A name usable in URLs and Prometheus labels without escaping. */
+static int valid_name(const char *s)
+{
+    if (!*s || strlen(s) > 64) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+              *s == '_' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+static const char *get_str(json_t *obj, const char *key, int required, const char *where, char *err, size_t len,
+                           int *bad)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v) {
+        if (required) *bad = fail(err, len, "%s: missing \"%s\"", where, key);
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        *bad = fail(err, len, "%s: \"%s\" must be a string", where, key);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+#define DUP(s) ((s) ? strdup(s) : NULL)
+
+int manifest_load(const char *dir, manifest *out, char *err, size_t len)
+{
+    memset(out, 0, sizeof *out);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return fail(err, len, "%s: %s (line %d)", path, je.text, je.line);
+    int bad = 0;
+    json_t *ver = json_object_get(root, "version"), *models = json_object_get(root, "models");
+    if (!json_is_object(root)) bad = fail(err, len, "%s: not a JSON object", path);
+    else if (!json_is_integer(ver) || json_integer_value(ver) != 1)
+        bad = fail(err, len, "%s: \"version\" must be 1", path);
+    else if (!json_is_array(models) || !json_array_size(models))
+        bad = fail(err, len, "%s: \"models\" must be a non-empty array", path);
+    if (bad) goto done;
+    out->dir = strdup(dir);
+    out->n_models = (int)json_array_size(models);
+    out->models = calloc((size_t)out->n_models, sizeof *out->models);
+    if (!out->dir || !out->models) {
+        bad = fail(err, len, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < out->n_models && !bad; i++) {
+        json_t *jm = json_array_get(models, (size_t)i);
+        manifest_model *m = &out->models[i];
+        char where[4400];
+        snprintf(where, sizeof where, "%s: models[%d]", path, i);
+        if (!json_is_object(jm)) {
+            bad = fail(err, len, "%s: not an object", where);
+            break;
+        }
+        const char *name = get_str(jm, "name", 1, where, err, len, &bad);
+        const char *arch = get_str(jm, "arch", 0, where, err, len, &bad);
+        const char *def = get_str(jm, "default_config", 0, where, err, len, &bad);
+        const char *desc = get_str(jm, "description", 0, where, err, len, &bad);
+        if (bad) break;
+        if (!valid_name(name)) {
+            bad = fail(err, len, "%s: name \"%s\" must be 1..64 of [A-Za-z0-9._-]", where, name);
+            break;
+        }
+        for (int j = 0; j < i; j++)
+            if (!strcmp(out->models[j].name, name)) bad = fail(err, len, "%s: duplicate model name \"%s\"", where, name);
+        if (bad) break;
+        snprintf(where, sizeof where, "%s: model \"%s\"", path, name);
+        m->name = strdup(name);
+        m->arch = DUP(arch);
+        m->description = strdup(desc ? desc : "");
+        json_t *extra = json_object_get(jm, "extra_configs");
+        if (extra && !(json_is_array(extra) && json_array_size(extra) == 0)) {
+            bad = fail(err, len,
+                       "%s: \"extra_configs\" is not supported yet (C calibration, `lsq quantize`, is not built); "
+                       "list quantized checkpoints under \"configs\" instead",
+                       where);
+            break;
+        }
+        json_t *ds = json_object_get(jm, "dataset");
+        if (ds && !json_is_null(ds)) {
+            if (!json_is_object(ds)) {
+                bad = fail(err, len, "%s: \"dataset\" must be an object", where);
+                break;
+            }
+            const char *dn = get_str(ds, "name", 0, where, err, len, &bad);
+            const char *dp = get_str(ds, "path", 1, where, err, len, &bad);
+            const char *dsplit = get_str(ds, "split", 0, where, err, len, &bad);
+            if (bad) break;
+            m->dataset_path = resolve(dir, dp);
+            m->dataset_name = strdup(dn ? dn : dp);
+            m->dataset_split = strdup(dsplit ? dsplit : "test");
+        }
+        json_t *cfgs = json_object_get(jm, "configs");
+        if (!json_is_array(cfgs) || !json_array_size(cfgs)) {
+            bad = fail(err, len, "%s: \"configs\" must be a non-empty array", where);
+            break;
+        }
+        m->n_configs = (int)json_array_size(cfgs);
+        m->configs = calloc((size_t)m->n_configs, sizeof *m->configs);
+        if (!m->configs) {
+            bad = fail(err, len, "out of memory");
+            break;
+        }
+        for (int k = 0; k < m->n_configs && !bad; k++) {
+            json_t *jc = json_array_get(cfgs, (size_t)k);
+            char w2[4600];
+            snprintf(w2, sizeof w2, "%s: configs[%d]", where, k);
+            if (!json_is_object(jc)) {
+                bad = fail(err, len, "%s: not an object", w2);
+                break;
+            }
+            const char *cn = get_str(jc, "config", 1, w2, err, len, &bad);
+            const char *file = get_str(jc, "file", 1, w2, err, len, &bad);
+            const char *log = get_str(jc, "log", 0, w2, err, len, &bad);
+            if (bad) break;
+            if (!valid_name(cn)) {
+                bad = fail(err, len, "%s: config \"%s\" must be 1..64 of [A-Za-z0-9._-]", w2, cn);
+                break;
+            }
+            for (int j = 0; j < k; j++)
+                if (!strcmp(m->configs[j].config, cn)) bad = fail(err, len, "%s: duplicate config \"%s\"", w2, cn);
+            m->configs[k].config = strdup(cn);
+            m->configs[k].file = resolve(dir, file);
+            m->configs[k].log = log ? resolve(dir, log) : NULL;
+        }
+        if (bad) break;
+        const char *d = def ? def : m->configs[0].config;
+        int found = 0;
+        for (int k = 0; k < m->n_configs; k++) found |= !strcmp(m->configs[k].config, d);
+        if (!found) {
+            bad = fail(err, len, "%s: default_config \"%s\" is not among its configs", where, d);
+            break;
+        }
+        m->default_config = strdup(d);
+    }
+done:
+    json_decref(root);
+    if (bad) manifest_free(out);
+    return bad;
+}
+
+void manifest_free(manifest *m)
+{
+    for (int i = 0; m->models && i < m->n_models; i++) {
+        manifest_model *x = &m->models[i];
+        for (int k = 0; x->configs && k < x->n_configs; k++) {
+            free(x->configs[k].config);
+            free(x->configs[k].file);
+            free(x->configs[k].log);
+        }
+        free(x->configs);
+        free(x->name);
+        free(x->arch);
+        free(x->default_config);
+        free(x->description);
+        free(x->dataset_name);
+        free(x->dataset_path);
+        free(x->dataset_split);
+    }
+    free(m->models);
+    free(m->dir);
+    memset(m, 0, sizeof *m);
+}
