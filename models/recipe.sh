@@ -1,14 +1,16 @@
 #!/bin/sh
 # recipe.sh - runs or resumes the whole training recipe behind the bundled models.
 #
-#   models/recipe.sh [fp32|qat|export|all]     (default: all)
+#   models/recipe.sh [all|fp32|qat|efficientnet_b0|mixnet_s]     (default: all)
 #
 # Work goes to models/runs/ (not committed: checkpoints, caches); each finished stage copies its
 # epoch log to models/logs/ (committed). Every step is train.py's resumable unit, so rerunning this
 # script after an interruption continues where it stopped and skips what is finished. The two
 # architectures train side by side, one torch thread each (on 2 cores this beats one run on two
-# threads). LSQ_TRAIN_NICE (default 10) keeps the machine usable meanwhile; pause with
+# threads), each chain FP32 first, then every quantized configuration from the FP32 weights.
+# LSQ_TRAIN_NICE (default 10) keeps the machine usable meanwhile; pause with
 # `pkill -STOP -f models/train.py` before benchmarking and `pkill -CONT -f models/train.py` after.
+# LSQ_FP32_EPOCHS and LSQ_QAT_EPOCHS size the recipe (defaults: what the bundled models had).
 set -eu
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
@@ -36,22 +38,28 @@ train() {  # train ARCH CONFIG: one resumable train.py run; its log lands in mod
     cp "$RUNS/$arch-$cfg/log.jsonl" "$LOGS/$arch/$cfg.jsonl"
 }
 
-stage() {  # stage CONFIG: both architectures side by side
-    pids=""
-    for arch in $ARCHS; do
-        train "$arch" "$1" > "$RUNS/$arch-$1.out" 2>&1 &
-        pids="$pids $!"
+chain() {  # chain ARCH [CONFIG...]: FP32, then each quantized configuration from it
+    arch=$1; shift
+    for cfg in "$@"; do
+        train "$arch" "$cfg" > "$RUNS/$arch-$cfg.out" 2>&1 ||
+            { echo "recipe.sh: $arch $cfg failed (see $RUNS/$arch-$cfg.out)" >&2; return 1; }
+        echo "recipe.sh: $arch $cfg done"
     done
-    rc=0
-    for p in $pids; do wait "$p" || rc=$?; done
-    [ $rc = 0 ] || { echo "recipe.sh: stage $1 failed (see $RUNS/*-$1.out)" >&2; exit $rc; }
-    echo "recipe.sh: stage $1 done"
 }
 
 what=${1:-all}
 case $what in
-fp32) stage fp32 ;;
-qat) for c in $CONFIGS; do stage "$c"; done ;;
-all) stage fp32; for c in $CONFIGS; do stage "$c"; done ;;
-*) echo "usage: models/recipe.sh [fp32|qat|all]" >&2; exit 2 ;;
+all|fp32|qat)
+    [ "$what" = fp32 ] && cfgs=fp32 || { [ "$what" = qat ] && cfgs=$CONFIGS || cfgs="fp32 $CONFIGS"; }
+    pids=""
+    for arch in $ARCHS; do
+        chain "$arch" $cfgs &   # the architectures side by side, one core each
+        pids="$pids $!"
+    done
+    rc=0
+    for p in $pids; do wait "$p" || rc=1; done
+    exit $rc ;;
+efficientnet_b0|mixnet_s)  # one architecture's chain only
+    chain "$what" fp32 $CONFIGS ;;
+*) echo "usage: models/recipe.sh [all|fp32|qat|efficientnet_b0|mixnet_s]" >&2; exit 2 ;;
 esac
