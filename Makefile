@@ -6,6 +6,9 @@
 #   make test         everything: C unit tests, CLI tests, PyTorch comparisons, the server over HTTP
 #   make bench        engine vs ONNX Runtime, side by side (see README, Performance)
 #   make loadtest     wrk against lsq-server at several concurrency levels
+#   make docker-test  the container image, compose file and Kubernetes manifests, via podman (root)
+#   make cluster-test three servers behind nginx on loopback, one drained under load (wrk)
+#   make test WITH_DOCKER=1   the test suite plus docker-test and cluster-test (what CI runs)
 #   make install      PREFIX=/usr/local
 #   make SANITIZE=address|undefined   instrumented build in build-<sanitizer>/
 #   make DEBUG=1      -O0 -g build in build-debug/
@@ -61,7 +64,8 @@ SERVER := $(BUILD)/lsq-server
 PC     := $(BUILD)/lsq.pc
 BENCH_GEMM := $(BUILD)/bench_gemm
 
-.PHONY: all deps run test test-unit test-cli test-torch test-server bench loadtest install uninstall clean
+.PHONY: all deps deps-docker run test test-unit test-cli test-torch test-server bench loadtest \
+        docker-test cluster-test models report install uninstall clean
 all: $(LIB_A) $(LIB_SO) $(CLI) $(SERVER) $(PC) $(UNIT_BIN) $(BENCH_GEMM)
 
 $(BUILD)/obj/%__avx512.o: %__avx512.c
@@ -103,15 +107,21 @@ DEB_BUILD := gcc make pkg-config libopenblas-dev libjansson-dev libturbojpeg0-de
              zlib1g-dev libmicrohttpd-dev
 DEB_TEST  := bc python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist curl wrk \
              chromium chromium-driver
-deps:
-	@missing=$$(for p in $(DEB_BUILD) $(DEB_TEST); do \
+# Container tests only (make docker-test, make cluster-test, make test WITH_DOCKER=1): a plain
+# `make test` never pulls podman.
+DEB_DOCKER := podman debootstrap docker-compose yamllint nginx wrk curl python3-yaml python3-pil
+deb_install = missing=$$(for p in $(1); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	    echo "make deps: installing $$missing"; \
-	    if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (apt-get)" >&2; exit 1; fi; \
+	    echo "make $@: installing $$missing"; \
+	    if [ "$$(id -u)" != 0 ]; then echo "make $@: run as root (apt-get)" >&2; exit 1; fi; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "make deps: all packages present"; fi
+	else echo "make $@: all packages present"; fi
+deps:
+	@$(call deb_install,$(DEB_BUILD) $(DEB_TEST))
+deps-docker:
+	@$(call deb_install,$(DEB_DOCKER))
 
 # --- the README's two commands ------------------------------------------------------------------
 # Both install what is missing first, so they work on a fresh Debian 12 machine.
@@ -127,10 +137,11 @@ run:
 	    exit 1; fi
 	exec $(BUILD)/lsq-server --models models/bundled --port $(PORT)
 
+TEST_SUITES := $(if $(WITH_DOCKER),default docker cluster)
 test:
-	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory deps $(if $(WITH_DOCKER),deps-docker)
 	@$(MAKE) --no-print-directory all
-	@tests/run.sh $(BUILD)
+	@tests/run.sh $(BUILD) $(TEST_SUITES)
 
 # --- tests --------------------------------------------------------------------------------------
 test-unit: all
@@ -145,11 +156,31 @@ test-server: all
 bench: all
 	@tests/bench/bench.sh $(BUILD)
 
+# --- the bundled models -------------------------------------------------------------------------
+# models: run or resume the training recipe (hours on 2 cores; resumable), then bundle the
+# deployable files into models/bundled/. report: regenerate models/REPORT.md from them.
+models:
+	@$(MAKE) --no-print-directory deps
+	@models/recipe.sh
+	@/usr/bin/python3 models/bundle.py
+report: all
+	@/usr/bin/python3 models/report.py --lsq $(BUILD)/lsq
+
 # wrk against lsq-server at several concurrency levels (tests/loadtest/loadtest.sh for settings)
 loadtest:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all
 	@tests/loadtest/loadtest.sh $(BUILD)
+
+# Container deployment (docker/README.md): both print PASS or FAIL at the end.
+docker-test:
+	@$(MAKE) --no-print-directory deps deps-docker
+	@$(MAKE) --no-print-directory all
+	@tests/docker/docker-test.sh $(BUILD)
+cluster-test:
+	@$(MAKE) --no-print-directory deps deps-docker
+	@$(MAKE) --no-print-directory all
+	@tests/docker/cluster-test.sh $(BUILD)
 
 # --- install ------------------------------------------------------------------------------------
 install: $(LIB_A) $(LIB_SO) $(CLI) $(PC)

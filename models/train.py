@@ -156,10 +156,26 @@ def param_groups(model, wd):
 # =============================================================================================
 
 
-def epoch_order(n, seed, epoch):
-    """The epoch's shuffle and flip decisions, a function of (seed, epoch) only, so resume is exact."""
+def epoch_order(n, seed, epoch, shift):
+    """The epoch's shuffle, flip and shift decisions, a function of (seed, epoch) only, so resume is exact."""
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
-    return torch.randperm(n, generator=g), torch.rand(n, generator=g) < 0.5
+    order, flips = torch.randperm(n, generator=g), torch.rand(n, generator=g) < 0.5
+    shifts = torch.randint(-shift, shift + 1, (n, 2), generator=g) if shift else torch.zeros(n, 2, dtype=torch.long)
+    return order, flips, shifts
+
+
+def translate(x_u8, shifts):
+    """Shift each uint8 image [B, S, S] by (dy, dx) pixels, filling with 0 (Fashion-MNIST's background)."""
+    b, s, _ = x_u8.shape
+    m = int(np.abs(shifts).max()) if len(shifts) else 0
+    if m == 0:
+        return x_u8
+    pad = np.zeros((b, s + 2 * m, s + 2 * m), dtype=np.uint8)
+    pad[:, m:m + s, m:m + s] = x_u8
+    out = np.empty_like(x_u8)
+    for i, (dy, dx) in enumerate(shifts):
+        out[i] = pad[i, m - dy:m - dy + s, m - dx:m - dx + s]
+    return out
 
 
 @torch.no_grad()
@@ -201,6 +217,8 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=None, help="peak one-cycle LR (default 2e-3 fp32, 5e-4 qat)")
     ap.add_argument("--wd", type=float, default=0.05)
+    ap.add_argument("--shift", type=int, default=None,
+                    help="random translation of up to this many pixels (default: size // 16)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--time-budget", type=float, default=0, help="minutes; stop before an epoch that would overrun")
@@ -217,6 +235,8 @@ def main(argv=None):
             ap.error("qat needs --config wXaY or wXaY-lsq")
         if not a.init:
             ap.error("qat needs --init (the FP32 weights)")
+    if a.shift is None:
+        a.shift = a.size // 16
     lr = a.lr or (2e-3 if a.mode == "fp32" else 5e-4)
     batch_size = 32 if a.smoke else a.batch_size
     os.makedirs(a.out, exist_ok=True)
@@ -269,12 +289,12 @@ def main(argv=None):
                 return EXIT_BUDGET
         t0 = time.time()
         model.train()
-        order, flips = epoch_order(len(tx), a.seed, epoch)
+        order, flips, shifts = epoch_order(len(tx), a.seed, epoch, a.shift)
         nsteps = 4 if a.smoke else steps_per_epoch
         tot_loss, tot_correct, seen = 0.0, 0, 0
         for step in range(nsteps):
             idx = order[step * batch_size:(step + 1) * batch_size].numpy()
-            x = to_input(tx[idx])
+            x = to_input(translate(tx[idx], shifts[idx].numpy()))
             f = flips[step * batch_size:(step + 1) * batch_size]
             x[f] = x[f].flip(-1)
             x = x.contiguous(memory_format=torch.channels_last)

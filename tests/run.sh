@@ -3,11 +3,19 @@
 #
 # Suites: unit (C unit tests), cli (shell tests of build/lsq), torch (PyTorch comparisons), server
 # (build/lsq-server over real HTTP, and its web page in headless Chromium).
+# Not run by default: docker (tests/docker/docker-test.sh: the image, compose file and manifests via
+# podman, as root) and cluster (tests/docker/cluster-test.sh: replicas behind nginx, one drained);
+# `make test WITH_DOCKER=1` runs "default docker cluster", as CI does. "default" stands for the
+# default suites.
 # Every test program prints TAP-like lines, "ok <name>" or "not ok <name>"; a program that exits
 # non-zero without printing a "not ok" line counts as one failure of its own.
 set -u
 build=${1:?usage: tests/run.sh BUILD [SUITE...]}; shift
-suites=("$@"); [ ${#suites[@]} -gt 0 ] || suites=(unit cli torch server)
+default_suites=(unit cli torch server)
+suites=("$@"); [ ${#suites[@]} -gt 0 ] || suites=(default)
+expanded=(); for s in "${suites[@]}"; do
+    if [ "$s" = default ]; then expanded+=("${default_suites[@]}"); else expanded+=("$s"); fi; done
+suites=("${expanded[@]}")
 root=$(cd "$(dirname "$0")/.." && pwd)
 export LSQ_BUILD=$root/$build LSQ_BIN=$root/$build/lsq LSQ_ROOT=$root
 export LSQ_TMP=${LSQ_TMP:-$(mktemp -d /tmp/lsq-test.XXXXXX)}
@@ -36,6 +44,8 @@ for suite in "${suites[@]}"; do
                run_one "torch/$(basename "$t")" env PYTHONPATH="$root/models" /usr/bin/python3 "$t"; done ;;
     server) for t in "$root"/tests/server/test_*.py; do
                run_one "server/$(basename "$t")" env PYTHONPATH="$root/models:$root/tests/server" /usr/bin/python3 "$t"; done ;;
+    docker)  run_one docker/docker-test.sh "$root"/tests/docker/docker-test.sh "$build" ;;
+    cluster) run_one docker/cluster-test.sh "$root"/tests/docker/cluster-test.sh "$build" ;;
     *) echo "tests/run.sh: unknown suite '$suite'" >&2; exit 2 ;;
     esac
 done

@@ -11,16 +11,38 @@
 
 static const char infer_help[] =
     "usage: lsq infer --model M.safetensors [--arch A] [--config C] --input X.f32 --shape N,3,H,W\n"
-    "                 --output Y.f32 [--threads T]\n"
-    "Raw little-endian float32 NCHW input (already normalised) in, float32 logits [N, classes] out.\n";
+    "                 --output Y.f32 [--threads T] [--reference] [--trace FILE]\n"
+    "Raw little-endian float32 NCHW input (already normalised) in, float32 logits [N, classes] out.\n"
+    "Quantized models run on the integer path; --reference runs the float reference path instead.\n"
+    "--trace FILE writes every quantized activation tensor of every input, in network order, as records\n"
+    "  u32 name length, name, u64 n, n int32 codes, u8 has_u, and if has_u n float32 values before\n"
+    "  rounding (the reference path only); all little-endian.\n";
+
+/* lsq_trace_fn writing the records described in infer_help. */
+static void trace_write(void *user, const char *layer, const int32_t *codes, const float *u, size_t n)
+{
+    FILE *f = user;
+    uint32_t len = (uint32_t)strlen(layer);
+    uint64_t n64 = n;
+    uint8_t has_u = u != NULL;
+    fwrite(&len, 4, 1, f);
+    fwrite(layer, 1, len, f);
+    fwrite(&n64, 8, 1, f);
+    fwrite(codes, 4, n, f);
+    fwrite(&has_u, 1, 1, f);
+    if (u) fwrite(u, 4, n, f);
+}
 
 int cmd_infer(int argc, char **argv)
 {
     const char *model = NULL, *arch = NULL, *config = NULL, *in_path = NULL, *out_path = NULL, *shape = NULL;
+    const char *trace_path = NULL;
     long threads = 1;
+    int reference = 0;
     static const struct option opts[] = {
-        {"model", 1, 0, 'm'}, {"arch", 1, 0, 'a'},  {"config", 1, 0, 'c'}, {"input", 1, 0, 'i'},
-        {"output", 1, 0, 'o'}, {"shape", 1, 0, 's'}, {"threads", 1, 0, 't'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"model", 1, 0, 'm'},   {"arch", 1, 0, 'a'},    {"config", 1, 0, 'c'},    {"input", 1, 0, 'i'},
+        {"output", 1, 0, 'o'},  {"shape", 1, 0, 's'},   {"threads", 1, 0, 't'},   {"reference", 0, 0, 'r'},
+        {"trace", 1, 0, 'T'},   {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -31,6 +53,8 @@ int cmd_infer(int argc, char **argv)
         case 'i': in_path = optarg; break;
         case 'o': out_path = optarg; break;
         case 's': shape = optarg; break;
+        case 'r': reference = 1; break;
+        case 'T': trace_path = optarg; break;
         case 't':
             if (cli_parse_int(optarg, 1, 256, &threads)) return cli_usage("infer", "--threads must be 1..256");
             break;
@@ -47,7 +71,7 @@ int cmd_infer(int argc, char **argv)
 
     int rc = 1;
     float *x = NULL, *y = NULL;
-    FILE *fo = NULL;
+    FILE *fo = NULL, *ft = NULL;
     lsq_session *s = NULL;
     lsq_model *m = cli_load_model("infer", model, arch, config);
     if (!m) return 1;
@@ -74,11 +98,23 @@ int cmd_infer(int argc, char **argv)
         goto done;
     }
     lsq_error err = {{0}};
-    lsq_session_options so = {.height = (int)h, .width = (int)w, .threads = (int)threads};
+    lsq_session_options so = {.height = (int)h, .width = (int)w, .threads = (int)threads, .reference = reference};
     if (lsq_session_create(m, &so, &s, &err)) {
         fclose(fi);
         cli_error("infer", "%s", err.msg);
         goto done;
+    }
+    if (trace_path) {
+        if (!(ft = fopen(trace_path, "wb"))) {
+            fclose(fi);
+            cli_error("infer", "%s: cannot open", trace_path);
+            goto done;
+        }
+        if (lsq_session_set_trace(s, trace_write, ft)) {
+            fclose(fi);
+            cli_error("infer", "--trace needs a quantized configuration");
+            goto done;
+        }
     }
     for (long i = 0; i < n; i++) {
         if (fread(x, sizeof(float), per, fi) != per) {
@@ -97,6 +133,7 @@ int cmd_infer(int argc, char **argv)
     rc = 0;
 done:
     if (fo && fclose(fo) && !rc) rc = cli_error("infer", "%s: write failed", out_path);
+    if (ft && fclose(ft) && !rc) rc = cli_error("infer", "%s: write failed", trace_path);
     lsq_session_free(s);
     lsq_model_free(m);
     free(x);

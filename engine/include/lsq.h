@@ -109,6 +109,8 @@ LSQ_API lsq_status lsq_model_init_random(const char *arch, int num_classes, uint
 typedef struct {
     int height, width; /* input size, >= 32 */
     int threads;       /* intra-op threads; <= 0 means 1 */
+    int reference;     /* quantized models: run the float reference path (fake quantization, one
+                          thread) instead of the integer path; for tests and debugging */
 } lsq_session_options;
 
 LSQ_API lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt, lsq_session **out,
@@ -118,6 +120,17 @@ LSQ_API void lsq_session_free(lsq_session *s);
 /* input: float32 NCHW [1, 3, H, W] (already normalised); logits: float32 [num_classes].
  * Never allocates. */
 LSQ_API lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits);
+
+/* How the session executes: "fp32 (avx512)", "integer (q8 avx512vnni)", "reference (fake quantization)". */
+LSQ_API const char *lsq_session_describe(const lsq_session *s);
+
+/* Quantized models: fn is called during each run with every quantized activation tensor, in
+ * network order: the layer that reads it (e.g. "blocks.1.0.conv_pw"), its n codes (NHWC order;
+ * signed for the network input) and, on the reference path, the values before rounding
+ * ((x - offset) / scale; NULL on the integer path). For comparing the two paths code by code.
+ * Runs with a trace set may allocate. Returns LSQ_ERR_ARG for FP32 sessions. */
+typedef void (*lsq_trace_fn)(void *user, const char *layer, const int32_t *codes, const float *u, size_t n);
+LSQ_API lsq_status lsq_session_set_trace(lsq_session *s, lsq_trace_fn fn, void *user);
 
 /* ---------------------------------------------------------------------------------------------
  * Images

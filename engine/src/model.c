@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/q8.h"
 #include "util.h"
 
 /* ==== tensor names =============================================================================
@@ -171,81 +172,96 @@ static lsq_status load_input_quant(loader *L, const lsq_conv_def *c, lsq_conv *o
     return LSQ_OK;
 }
 
-/* Replace latent float weights by s_w * w_q, exactly as the trainer's WeightQuantizer does. */
-static lsq_status quantize_weights(loader *L, const char *module, const lsq_conv *out, int cout, size_t per, float *w)
+/* The weight codes and per-channel scales of one conv part: unpacked from the deployable form
+ * (<module>.weight_codes, exactly ceil(n * bits / 8) bytes in the weight's row-major order, quant.py's
+ * pack_codes), or computed from the latent float weights exactly as the trainer's WeightQuantizer
+ * does. */
+static lsq_status weight_codes(loader *L, const char *module, const lsq_conv *out, int64_t shape[4], int ndim,
+                               int8_t *codes, float *sw)
 {
-    float *sw = malloc((size_t)cout * sizeof(float));
-    if (!sw) return lsq_fail(L->err, LSQ_ERR_NOMEM, "out of memory");
-    lsq_status s = read_quant_tensor(L, module, "weight_quant.scale", cout, sw);
-    for (int o = 0; !s && o < cout; o++)
-        for (size_t i = 0; i < per; i++) {
-            float *x = &w[(size_t)o * per + i];
-            *x = sw[o] * lsq_weight_code(*x, sw[o], out->w_bits);
-        }
-    free(sw);
-    return s;
-}
-
-/* The packed form: codes at out->w_bits bits, exactly ceil(n * bits / 8) bytes, in the weight's
- * row-major order (quant.py's pack_codes); the weights become s_w * code. */
-static lsq_status read_weight_codes(loader *L, const char *module, const lsq_conv *out, int cout, size_t per, float *w)
-{
+    int cout = (int)shape[0];
+    size_t per = (size_t)shape[1] * shape[2] * shape[3], n = (size_t)cout * per;
+    lsq_status s;
+    if ((s = read_quant_tensor(L, module, "weight_quant.scale", cout, sw))) return s;
     char name[160];
     tensor_name(L, module, "weight_codes", name, sizeof name);
     const lsq_st_tensor *t = lsq_st_find(L->f, name);
-    size_t n = (size_t)cout * per, need = lsq_packed_bytes(n, out->w_bits);
-    if (t->dtype != LSQ_ST_U8 || t->ndim != 1 || t->nbytes != need)
-        return lsq_fail(L->err, LSQ_ERR_TENSOR,
-                        "%s: tensor '%s': expected U8 [%zu] (%zu codes at %d bits), found %s with %zu bytes",
-                        L->m->path, name, need, n, out->w_bits, lsq_st_dtype_name(t->dtype), t->nbytes);
-    int8_t *codes = malloc(n ? n : 1);
-    float *sw = malloc((size_t)cout * sizeof(float));
-    lsq_status s = LSQ_OK;
-    if (!codes || !sw) {
-        s = lsq_fail(L->err, LSQ_ERR_NOMEM, "out of memory");
-        goto done;
+    if (t) {
+        size_t need = lsq_packed_bytes(n, out->w_bits);
+        if (t->dtype != LSQ_ST_U8 || t->ndim != 1 || t->nbytes != need)
+            return lsq_fail(L->err, LSQ_ERR_TENSOR,
+                            "%s: tensor '%s': expected U8 [%zu] (%zu codes at %d bits), found %s with %zu bytes",
+                            L->m->path, name, need, n, out->w_bits, lsq_st_dtype_name(t->dtype), t->nbytes);
+        lsq_unpack_codes(t->data, n, out->w_bits, 1, codes);
+        L->m->num_params += (int64_t)n;
+        return LSQ_OK;
     }
-    if ((s = read_quant_tensor(L, module, "weight_quant.scale", cout, sw))) goto done;
-    lsq_unpack_codes(t->data, n, out->w_bits, 1, codes);
-    for (int o = 0; o < cout; o++)
-        for (size_t i = 0; i < per; i++) w[(size_t)o * per + i] = sw[o] * (float)codes[(size_t)o * per + i];
-    L->m->num_params += (int64_t)n;
-done:
-    free(codes);
-    free(sw);
+    float *w = malloc(n * sizeof(float));
+    if (!w) return lsq_fail(L->err, LSQ_ERR_NOMEM, "out of memory");
+    if (!(s = read_tensor(L, module, "weight", ndim, shape, w)))
+        for (int o = 0; o < cout; o++)
+            for (size_t i = 0; i < per; i++)
+                codes[(size_t)o * per + i] = (int8_t)lsq_weight_code(w[(size_t)o * per + i], sw[o], out->w_bits);
+    free(w);
     return s;
+}
+
+/* The integer path's per-channel constants of one part (model.h). */
+static void integer_constants(lsq_conv *out, const lsq_conv_part *pt, const int8_t *codes, size_t per,
+                              const float *sw, const float *scale)
+{
+    for (int j = 0; j < pt->cout; j++) {
+        int o = pt->out_off + j;
+        int32_t ws = 0;
+        for (size_t i = 0; i < per; i++) ws += codes[(size_t)j * per + i];
+        double m = (double)sw[j] * scale[o];
+        out->qmult[o] = (float)(m * out->in.scale);
+        out->qcoef[o] = (float)(m * out->in.offset);
+        out->qadd[o] = (float)((double)out->bias[o] + m * out->in.offset * ws);
+        if (out->qibias) out->qibias[o] = out->in.qmin * ws;
+    }
 }
 
 static lsq_status load_conv(loader *L, const lsq_conv_def *c, lsq_conv *out)
 {
     lsq_status s = LSQ_OK;
+    const int quantized = L->m->qc.quantized;
     out->def = c;
-    float *scale = malloc((size_t)c->cout * sizeof(float)), *raw = NULL, *tmp = NULL;
+    float *scale = malloc((size_t)c->cout * sizeof(float)), *raw = NULL, *tmp = NULL, *sw = NULL;
+    int8_t *codes = NULL, *tmp8 = NULL;
     out->bias = lsq_alloc((size_t)c->cout * sizeof(float));
     if (!scale || !out->bias) goto nomem;
     if ((s = read_scale_bias(L, c, scale, out->bias))) goto done;
-    if (L->m->qc.quantized) {
+    if (quantized) {
         quant_roles(&L->m->qc, &L->m->def, c, out);
         if ((s = load_input_quant(L, c, out))) goto done;
+        out->qmult = lsq_alloc((size_t)c->cout * sizeof(float));
+        out->qadd = lsq_alloc((size_t)c->cout * sizeof(float));
+        out->qcoef = lsq_alloc((size_t)c->cout * sizeof(float));
+        if (!out->qmult || !out->qadd || !out->qcoef) goto nomem;
+        if (out->in.qmin && !(out->qibias = lsq_alloc((size_t)c->cout * sizeof(int32_t)))) goto nomem;
     }
     for (int p = 0; p < c->nparts; p++) {
         const lsq_conv_part *pt = &c->part[p];
         int k = pt->k, cin = c->depthwise ? 1 : pt->cin, cout = pt->cout;
-        size_t n = (size_t)cout * cin * k * k;
-        free(raw);
+        size_t n = (size_t)cout * cin * k * k, per = (size_t)cin * k * k;
+        free(raw), free(codes), free(sw);
         raw = malloc(n * sizeof(float));
-        if (!raw) goto nomem;
+        codes = malloc(n ? n : 1);
+        sw = malloc((size_t)cout * sizeof(float));
+        if (!raw || !codes || !sw) goto nomem;
         char module[LSQ_NAME_LEN + 8];
         if (c->mixed) snprintf(module, sizeof module, "%s.%d", c->name, p);
         else snprintf(module, sizeof module, "%s", c->name);
         int64_t shape4[4] = {cout, cin, k, k};
-        char codes_name[160];
-        tensor_name(L, module, "weight_codes", codes_name, sizeof codes_name);
-        if (L->m->qc.quantized && lsq_st_find(L->f, codes_name)) {
-            if ((s = read_weight_codes(L, module, out, cout, (size_t)cin * k * k, raw))) goto done;
-        } else {
-            if ((s = read_tensor(L, module, "weight", c->linear ? 2 : 4, shape4, raw))) goto done;
-            if (L->m->qc.quantized && (s = quantize_weights(L, module, out, cout, (size_t)cin * k * k, raw))) goto done;
+        if (quantized) {
+            /* the float reference path runs on s_w * w_q; the integer path on w_q */
+            if ((s = weight_codes(L, module, out, shape4, c->linear ? 2 : 4, codes, sw))) goto done;
+            for (int o = 0; o < cout; o++)
+                for (size_t i = 0; i < per; i++) raw[(size_t)o * per + i] = sw[o] * (float)codes[(size_t)o * per + i];
+            integer_constants(out, pt, codes, per, sw, scale);
+        } else if ((s = read_tensor(L, module, "weight", c->linear ? 2 : 4, shape4, raw))) {
+            goto done;
         }
         const float *sc = scale + pt->out_off;
         if (c->depthwise) {
@@ -253,6 +269,12 @@ static lsq_status load_conv(loader *L, const lsq_conv_def *c, lsq_conv *out)
             if (!w) goto nomem;
             for (int ch = 0; ch < cout; ch++)
                 for (int t = 0; t < k * k; t++) w[(size_t)t * cout + ch] = raw[(size_t)ch * k * k + t] * sc[ch];
+            if (quantized) {
+                int8_t *q = out->qw[p] = lsq_alloc(n);
+                if (!q) goto nomem;
+                for (int ch = 0; ch < cout; ch++)
+                    for (int t = 0; t < k * k; t++) q[(size_t)t * cout + ch] = codes[(size_t)ch * k * k + t];
+            }
         } else {
             /* dense: GEMM B [K = cin*k*k in (ky, kx, c) order][N = cout] */
             int K = cin * k * k;
@@ -265,6 +287,16 @@ static lsq_status load_conv(loader *L, const lsq_conv_def *c, lsq_conv *out)
             out->w[p] = lsq_alloc(lsq_gemm_packed_floats(K, cout) * sizeof(float));
             if (!out->w[p]) goto nomem;
             lsq_gemm_pack(tmp, K, K, cout, out->w[p]);
+            if (quantized) {
+                tmp8 = realloc(tmp8, (size_t)K * cout);
+                out->qw[p] = lsq_alloc(lsq_q8_packed_bytes(K, cout));
+                if (!tmp8 || !out->qw[p]) goto nomem;
+                for (int o = 0; o < cout; o++)
+                    for (int ci = 0; ci < cin; ci++)
+                        for (int t = 0; t < k * k; t++)
+                            tmp8[(size_t)o * K + t * cin + ci] = codes[(((size_t)o * cin + ci) * k * k) + t];
+                lsq_q8_pack(tmp8, K, K, cout, out->qw[p]);
+            }
         }
     }
     goto done;
@@ -274,13 +306,17 @@ done:
     free(scale);
     free(raw);
     free(tmp);
+    free(sw);
+    free(codes);
+    free(tmp8);
     return s;
 }
 
 static void conv_free(lsq_conv *c)
 {
-    for (int p = 0; p < LSQ_MAX_PARTS; p++) lsq_free(c->w[p]);
+    for (int p = 0; p < LSQ_MAX_PARTS; p++) lsq_free(c->w[p]), lsq_free(c->qw[p]);
     lsq_free(c->bias);
+    lsq_free(c->qmult), lsq_free(c->qadd), lsq_free(c->qcoef), lsq_free(c->qibias);
     memset(c, 0, sizeof *c);
 }
 

@@ -21,6 +21,13 @@ typedef struct {
     float *bias;             /* cout floats; owned */
     lsq_act_quant in;        /* quantizer of the input (quantized models; bits 0 otherwise) */
     int w_bits;              /* weight bits (quantized models) */
+    /* The integer path (quantized models; kernels/q8.h): y = mult * (sum w_q x_q + ibias) + add,
+     * with x_q the input's codes shifted to uint8 (code - qmin) and BatchNorm after the sum:
+     *   mult = s_a s_w bn_scale,  coef = offset s_w bn_scale,  add = bias + coef * sum(w_q),
+     *   ibias = qmin * sum(w_q) (undoes the shift of a signed input; NULL when qmin = 0). */
+    int8_t *qw[LSQ_MAX_PARTS]; /* dense: lsq_q8_pack panels, K in (ky, kx, c) order; depthwise: [k*k][ch] */
+    float *qmult, *qadd, *qcoef; /* cout each */
+    int32_t *qibias;
 } lsq_conv;
 
 typedef struct {

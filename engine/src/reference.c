@@ -23,11 +23,31 @@ struct lsq_ref {
     float *col;           /* stem im2col */
     float *pooled, *hidden, *gate, *feat;
     size_t maxact;
+    lsq_trace_fn trace;
+    void *trace_user;
 };
 
-static void fake_quant(const lsq_act_quant *q, const float *in, float *out, size_t n)
+/* x_hat = s * code + offset of the input of conv c (and the trace's codes and pre-rounding values). */
+static void fake_quant(const lsq_ref *r, const lsq_conv *c, const float *in, float *out, size_t n)
 {
+    const lsq_act_quant *q = &c->in;
+    int32_t *codes = NULL;
+    float *u = NULL;
+    if (r->trace && (codes = malloc((n ? n : 1) * sizeof(int32_t))) && (u = malloc((n ? n : 1) * sizeof(float))))
+        for (size_t i = 0; i < n; i++) {
+            u[i] = (in[i] - q->offset) / q->scale;
+            codes[i] = (int32_t)lsq_act_quant_code(q, in[i]);
+        }
     for (size_t i = 0; i < n; i++) out[i] = q->scale * lsq_act_quant_code(q, in[i]) + q->offset;
+    if (codes && u) r->trace(r->trace_user, c->def->name, codes, u, n);
+    free(codes);
+    free(u);
+}
+
+void lsq_ref_set_trace(lsq_ref *r, lsq_trace_fn fn, void *user)
+{
+    r->trace = fn;
+    r->trace_user = user;
 }
 
 lsq_status lsq_ref_create(const lsq_model *m, int H, int W, lsq_ref **out, lsq_error *err)
@@ -104,7 +124,7 @@ void lsq_ref_run(lsq_ref *r, const float *input, float *logits)
     /* the network input: quantize (signed 8-bit), then the stem conv pads with real zeros */
     for (int c = 0; c < 3; c++)
         for (int i = 0; i < H * W; i++) r->q[(size_t)i * 3 + c] = input[(size_t)c * H * W + i];
-    fake_quant(&m->stem.in, r->q, r->q, (size_t)H * W * 3);
+    fake_quant(r, &m->stem, r->q, r->q, (size_t)H * W * 3);
     int k = d->stem.part[0].k, S = d->stem.stride, OH, OW, pt, pl;
     arch_conv_geometry(d->tf_same, H, k, S, &OH, &pt);
     arch_conv_geometry(d->tf_same, W, k, S, &OW, &pl);
@@ -129,11 +149,11 @@ void lsq_ref_run(lsq_ref *r, const float *input, float *logits)
         size_t n_in = (size_t)H * W * bd->dw.cin;
         const float *dw_src = r->x;
         if (bd->has_expand) {
-            fake_quant(&b->expand.in, r->x, r->q, (size_t)H * W * bd->expand.cin);
+            fake_quant(r, &b->expand, r->x, r->q, (size_t)H * W * bd->expand.cin);
             pointwise(r, &b->expand, r->q, H * W, r->e, NULL);
             dw_src = r->e;
         }
-        fake_quant(&b->dw.in, dw_src, r->q, n_in);
+        fake_quant(r, &b->dw, dw_src, r->q, n_in);
         int oh = 0, ow = 0;
         for (int p = 0; p < bd->dw.nparts; p++) {
             const lsq_conv_part *part = &bd->dw.part[p];
@@ -151,14 +171,14 @@ void lsq_ref_run(lsq_ref *r, const float *input, float *logits)
             for (int px = 0; px < M; px++)
                 for (int c = 0; c < C; c++) r->pooled[c] += r->d[(size_t)px * C + c];
             for (int c = 0; c < C; c++) r->pooled[c] /= (float)M;
-            fake_quant(&b->se_reduce.in, r->pooled, r->pooled, (size_t)C);
+            fake_quant(r, &b->se_reduce, r->pooled, r->pooled, (size_t)C);
             pointwise(r, &b->se_reduce, r->pooled, 1, r->hidden, NULL);
-            fake_quant(&b->se_expand.in, r->hidden, r->hidden, (size_t)bd->se_reduce.cout);
+            fake_quant(r, &b->se_expand, r->hidden, r->hidden, (size_t)bd->se_reduce.cout);
             pointwise(r, &b->se_expand, r->hidden, 1, r->gate, NULL);
             for (int px = 0; px < M; px++)
                 for (int c = 0; c < C; c++) r->d[(size_t)px * C + c] *= r->gate[c];
         }
-        fake_quant(&b->project.in, r->d, r->q, (size_t)M * C);
+        fake_quant(r, &b->project, r->d, r->q, (size_t)M * C);
         /* residual add in float, onto the block input */
         pointwise(r, &b->project, r->q, M, r->e, bd->skip ? r->x : NULL);
         float *t = r->x;
@@ -168,13 +188,13 @@ void lsq_ref_run(lsq_ref *r, const float *input, float *logits)
     }
 
     int M = H * W, F = d->num_features;
-    fake_quant(&m->head.in, r->x, r->q, (size_t)M * d->head.cin);
+    fake_quant(r, &m->head, r->x, r->q, (size_t)M * d->head.cin);
     pointwise(r, &m->head, r->q, M, r->e, NULL);
     memset(r->feat, 0, (size_t)F * sizeof(float));
     for (int px = 0; px < M; px++)
         for (int c = 0; c < F; c++) r->feat[c] += r->e[(size_t)px * F + c];
     for (int c = 0; c < F; c++) r->feat[c] /= (float)M;
-    fake_quant(&m->classifier.in, r->feat, r->feat, (size_t)F);
+    fake_quant(r, &m->classifier, r->feat, r->feat, (size_t)F);
     lsq_gemm_args cl = {.M = 1, .N = d->num_classes, .K = F, .A = r->feat, .lda = F, .B = m->classifier.w[0],
                         .bias = m->classifier.bias, .C = logits, .ldc = d->num_classes, .act = LSQ_ACT_NONE};
     r->k->f32_gemm(&cl, 0, 1);

@@ -11,5 +11,6 @@ typedef struct lsq_ref lsq_ref;
 lsq_status lsq_ref_create(const lsq_model *m, int H, int W, lsq_ref **out, lsq_error *err);
 void lsq_ref_run(lsq_ref *r, const float *input_nchw, float *logits);
 void lsq_ref_free(lsq_ref *r);
+void lsq_ref_set_trace(lsq_ref *r, lsq_trace_fn fn, void *user);
 
 #endif

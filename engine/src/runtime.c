@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "kernels/kernels.h"
+#include "kernels/q8.h"
 #include "lsq.h"
 
 char *openblas_get_corename(void);
@@ -50,8 +51,9 @@ const char *lsq_runtime_describe(void)
     const lsq_kernels *k = lsq_kernels_best();
     const char *forced = getenv("LSQ_ISA");
     const char *was = getenv("LSQ_BLAS_FIXUP_DONE");
-    snprintf(line, sizeof line, "kernels: %s (cpu supports %s%s%s); blas: OpenBLAS core %s%s%s%s", k->name,
-             lsq_isa_name(lsq_cpu_isa()), forced && *forced ? ", capped by LSQ_ISA=" : "", forced && *forced ? forced : "",
-             openblas_get_corename(), was ? " (fixed up from " : "", was ? was : "", was ? ")" : "");
+    snprintf(line, sizeof line, "kernels: %s, integer %s (cpu supports %s%s%s%s); blas: OpenBLAS core %s%s%s%s", k->name,
+             lsq_q8_kernels_best()->name, lsq_isa_name(lsq_cpu_isa()), lsq_cpu_has_avx512vnni() ? " + vnni" : "",
+             forced && *forced ? ", capped by LSQ_ISA=" : "", forced && *forced ? forced : "", openblas_get_corename(),
+             was ? " (fixed up from " : "", was ? was : "", was ? ")" : "");
     return line;
 }

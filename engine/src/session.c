@@ -13,6 +13,7 @@
 
 #include "kernels/kernels.h"
 #include "model.h"
+#include "qexec.h"
 #include "reference.h"
 #include "threadpool.h"
 #include "util.h"
@@ -31,7 +32,9 @@ typedef struct {
 
 struct lsq_session {
     const lsq_model *m;
-    lsq_ref *ref;           /* quantized models: the reference path (until the integer path lands) */
+    lsq_qexec *qx;          /* quantized models: the integer path (qexec.c) ... */
+    lsq_ref *ref;           /* ... or the float reference path (reference.c), on request */
+    char desc[64];
     const lsq_kernels *k;
     lsq_pool *pool;
     int nthreads;
@@ -403,14 +406,18 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
     s->H = opt->height;
     s->W = opt->width;
     if (m->qc.quantized) {
-        lsq_status st = lsq_ref_create(m, s->H, s->W, &s->ref, err);
+        lsq_status st = opt->reference ? lsq_ref_create(m, s->H, s->W, &s->ref, err)
+                                       : lsq_qexec_create(m, s->H, s->W, s->nthreads, &s->qx, err);
         if (st) {
             free(s);
             return st;
         }
+        if (s->ref) snprintf(s->desc, sizeof s->desc, "reference (fake quantization, 1 thread)");
+        else snprintf(s->desc, sizeof s->desc, "integer (q8 %s)", lsq_qexec_kernels(s->qx));
         *out = s;
         return LSQ_OK;
     }
+    snprintf(s->desc, sizeof s->desc, "fp32 (%s)", s->k->name);
     s->bp = calloc((size_t)d->nblocks, sizeof *s->bp);
     if (!s->bp) goto nomem;
 
@@ -481,6 +488,7 @@ void lsq_session_free(lsq_session *s)
 {
     if (!s) return;
     lsq_ref_free(s->ref);
+    lsq_qexec_free(s->qx);
     lsq_pool_free(s->pool);
     for (int i = 0; i < 3; i++) lsq_free(s->buf[i]);
     lsq_free(s->col);
@@ -579,6 +587,10 @@ static void avgpool_task(void *ctx, int tid, int n)
 
 lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
 {
+    if (s->qx) {
+        lsq_qexec_run(s->qx, input, logits);
+        return LSQ_OK;
+    }
     if (s->ref) {
         lsq_ref_run(s->ref, input, logits);
         return LSQ_OK;
@@ -632,5 +644,15 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
     };
     run_gemm(s, &cl);
     prof_mark(s, &t, d->nblocks + 1, PROF_HEAD);
+    return LSQ_OK;
+}
+
+const char *lsq_session_describe(const lsq_session *s) { return s->desc; }
+
+lsq_status lsq_session_set_trace(lsq_session *s, lsq_trace_fn fn, void *user)
+{
+    if (s->qx) lsq_qexec_set_trace(s->qx, fn, user);
+    else if (s->ref) lsq_ref_set_trace(s->ref, fn, user);
+    else return LSQ_ERR_ARG;
     return LSQ_OK;
 }

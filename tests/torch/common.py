@@ -162,3 +162,41 @@ def compare_logits(ref, got):
     if msgs:
         return False, "; ".join(msgs)
     return True, f"max abs error {err[i]:.2g} (range {rng:.3g})"
+
+
+# --------------------------------------------------------------------------------------------
+# Quantized models
+# --------------------------------------------------------------------------------------------
+
+def random_quantized(float_model, arch, cfg, size, classes=10, seed=1):
+    """quant.create(arch, cfg) with float_model's weights, LSQ+-initialised on a seeded random batch."""
+    from lsqnet import quant
+    qm = quant.create(arch, cfg, classes)
+    quant.load_float_weights(qm, float_model.state_dict())
+    g = torch.Generator().manual_seed(seed)
+    quant.calibrate(qm, [torch.randn(8, 3, size, size, generator=g)])
+    return qm.eval()
+
+
+def read_trace(path):
+    """`lsq infer --trace` records -> list of (layer, codes int32 array, u float32 array or None)."""
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    i = 0
+    while i < len(data):
+        n_name = int.from_bytes(data[i:i + 4], "little")
+        name = data[i + 4:i + 4 + n_name].decode()
+        i += 4 + n_name
+        n = int.from_bytes(data[i:i + 8], "little")
+        i += 8
+        codes = np.frombuffer(data, "<i4", n, i)
+        i += 4 * n
+        has_u = data[i]
+        i += 1
+        u = None
+        if has_u:
+            u = np.frombuffer(data, "<f4", n, i)
+            i += 4 * n
+        out.append((name, codes, u))
+    return out

@@ -23,7 +23,7 @@ import subprocess
 import numpy as np
 import torch
 
-from common import LSQ_BIN, TMP, Tap, have_engine
+from common import LSQ_BIN, TMP, Tap, have_engine, random_quantized
 from lsqnet import nets, quant
 
 CONFIGS = ["w8a8", "w4a4", "w3a3", "w2a2", "w4a4-lsq", "w2a2-lsq"]
@@ -43,18 +43,14 @@ def main():
         fm = nets.randomize(nets.create(arch, 10), seed=1).eval()
         for cfg in CONFIGS:
             name = f"{arch}_{cfg}"
-            qm = quant.create(arch, cfg, 10)
-            quant.load_float_weights(qm, fm.state_dict())
-            g = torch.Generator().manual_seed(1)
-            quant.calibrate(qm, [torch.randn(8, 3, S, S, generator=g)])
-            qm.eval()
+            qm = random_quantized(fm, arch, cfg, S)
             path = f"{TMP}/qref_{name}.safetensors"
             quant.export(qm, arch, path, cfg)
             with torch.no_grad():
                 ref = qm(x).numpy()
             ypath = f"{TMP}/qref_{name}.f32"
             r = subprocess.run([LSQ_BIN, "infer", "--model", path, "--config", cfg, "--input", xpath,
-                                "--shape", f"{N},3,{S},{S}", "--output", ypath], capture_output=True, text=True)
+                                "--shape", f"{N},3,{S},{S}", "--output", ypath, "--reference"], capture_output=True, text=True)
             if r.returncode:
                 tap.fail(f"reference_{name}", r.stderr.strip())
                 continue
@@ -70,7 +66,7 @@ def main():
             ppath = f"{TMP}/qref_{name}.packed.safetensors"
             quant.export_packed(qm, arch, ppath, cfg)
             r = subprocess.run([LSQ_BIN, "infer", "--model", ppath, "--input", xpath, "--shape", f"{N},3,{S},{S}",
-                                "--output", ypath], capture_output=True, text=True)
+                                "--output", ypath, "--reference"], capture_output=True, text=True)
             if r.returncode:
                 tap.fail(f"packed_{name}", r.stderr.strip())
                 continue

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch.h"
 #include "kernels/q8.h"
 #include "unit.h"
 #include "util.h"
@@ -82,10 +83,153 @@ static void test_q8_extremes(void)
     lsq_free(A), lsq_free(W), lsq_free(Bp), lsq_free(mult), lsq_free(add), lsq_free(C);
 }
 
+/* Fused requantization and the integer bias: codes against a direct computation, then every level
+ * against the scalar kernel (identical codes without Swish; with it, at most one code apart). */
+static void test_q8_gemm_requant(void)
+{
+    for (int t = 0; t < 24; t++) {
+        int M = 1 + (int)(rnd() % 40), N = 1 + (int)(rnd() % 70), K = 1 + (int)(rnd() % 200);
+        lsq_act act = (lsq_act)(t % 3);
+        uint8_t *A = lsq_alloc((size_t)M * K + LSQ_Q8_AREAD_PAD), *Q = lsq_alloc((size_t)M * N), *Q2 = lsq_alloc((size_t)M * N);
+        int8_t *W = lsq_alloc((size_t)N * K), *Bp = lsq_alloc(lsq_q8_packed_bytes(K, N));
+        float *mult = lsq_alloc(N * 4), *add = lsq_alloc(N * 4);
+        int32_t *ib = lsq_alloc(N * 4);
+        for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (uint8_t)(rnd() >> 9);
+        for (size_t i = 0; i < (size_t)N * K; i++) W[i] = (int8_t)(rnd() >> 9);
+        for (int n = 0; n < N; n++)
+            mult[n] = 1e-4f * (1 + (float)(rnd() % 100)), add[n] = (float)((int)(rnd() % 200) - 100) / 50,
+            ib[n] = (int32_t)(rnd() % 20001) - 10000;
+        lsq_q8_pack(W, K, K, N, Bp);
+        lsq_q8_gemm_args a = {.M = M, .N = N, .K = K, .A = A, .lda = K, .B = Bp, .ibias = ib, .mult = mult, .add = add,
+                              .Q = Q, .ldq = N, .q = {.scale = 0.05f, .offset = -0.3f, .qmax = t % 2 ? 255 : 15}, .act = act};
+        lsq_q8_kernels_scalar.q8_gemm(&a, 0, M);
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                int32_t acc = ib[n];
+                for (int k = 0; k < K; k++) acc += A[(size_t)m * K + k] * W[(size_t)n * K + k];
+                float y = lsq_act_apply(act, fmaf(mult[n], (float)acc, add[n]));
+                CHECK(Q[(size_t)m * N + n] == lsq_q8_code(&a.q, y));
+            }
+        a.Q = Q2;
+        lsq_q8_kernels_best()->q8_gemm(&a, 0, M);
+        for (size_t i = 0; i < (size_t)M * N; i++)
+            if (act == LSQ_ACT_SWISH ? abs(Q[i] - Q2[i]) > 1 : Q[i] != Q2[i]) {
+                printf("#   %s requant M=%d N=%d K=%d act=%d: [%zu] %d vs %d\n", lsq_q8_kernels_best()->name, M, N, K, act,
+                       i, Q2[i], Q[i]);
+                CHECK(0);
+                break;
+            }
+        lsq_free(A), lsq_free(Q), lsq_free(Q2), lsq_free(W), lsq_free(Bp), lsq_free(mult), lsq_free(add), lsq_free(ib);
+    }
+}
+
+/* Depthwise: every kernel size 3..11, strides 1 and 2, symmetric and TF-style padding, images
+ * smaller than the kernel, channel sub-ranges of any width. The scalar kernel against a direct
+ * computation of the float model's semantics (offset summed over valid taps), then every level
+ * against the scalar kernel: identical float outputs (no transcendental activation), identical
+ * codes, identical channel sums up to float reordering. */
+static void test_q8_dwconv(void)
+{
+    for (int t = 0; t < 60; t++) {
+        int k = 3 + 2 * (t % 5), stride = 1 + (t / 5) % 2, H = 1 + (int)(rnd() % 14), W = 1 + (int)(rnd() % 14);
+        int C = 8 + (int)(rnd() % 80), c0 = (int)(rnd() % 4), nc = 1 + (int)(rnd() % (unsigned)(C - c0));
+        int tf = t % 3 == 2, OH, OW, pt, pl;
+        arch_conv_geometry(tf, H, k, stride, &OH, &pt);
+        arch_conv_geometry(tf, W, k, stride, &OW, &pl);
+        uint8_t *in = lsq_alloc((size_t)H * W * C), *Q = lsq_alloc((size_t)OH * OW * C), *Q2 = lsq_alloc((size_t)OH * OW * C);
+        int8_t *w = lsq_alloc((size_t)k * k * nc);
+        float *mult = lsq_alloc(nc * 4), *add = lsq_alloc(nc * 4), *bias = lsq_alloc(nc * 4), *coef = lsq_alloc(nc * 4);
+        float *out = lsq_alloc((size_t)OH * OW * C * 4), *out2 = lsq_alloc((size_t)OH * OW * C * 4);
+        float *cs = lsq_alloc(nc * 4), *cs2 = lsq_alloc(nc * 4);
+        for (size_t i = 0; i < (size_t)H * W * C; i++) in[i] = (uint8_t)(rnd() >> 9);
+        for (size_t i = 0; i < (size_t)k * k * nc; i++) w[i] = (int8_t)(rnd() >> 9);
+        for (int c = 0; c < nc; c++) {
+            int32_t ws = 0;
+            for (int j = 0; j < k * k; j++) ws += w[(size_t)j * nc + c];
+            mult[c] = 1e-4f * (1 + (float)(rnd() % 100));
+            bias[c] = (float)((int)(rnd() % 200) - 100) / 50;
+            coef[c] = (float)((int)(rnd() % 200) - 100) / 5000;
+            add[c] = bias[c] + coef[c] * (float)ws;
+        }
+        lsq_act act = (lsq_act)(t % 2); /* none, relu: exact across levels */
+        lsq_q8_dw_args a = {.in = in, .H = H, .W = W, .C = C, .c0 = c0, .nc = nc, .k = k, .stride = stride, .pad_t = pt,
+                            .pad_l = pl, .w = w, .mult = mult, .add = add, .bias = bias, .coef = coef, .out = out,
+                            .q = {.scale = 0.02f, .offset = -0.5f, .qmax = 255}, .OH = OH, .OW = OW, .act = act};
+        memset(out, 0, (size_t)OH * OW * C * 4), memset(out2, 0, (size_t)OH * OW * C * 4);
+        memset(cs, 0, nc * 4), memset(cs2, 0, nc * 4);
+        lsq_q8_kernels_scalar.q8_dwconv(&a, 0, OH, cs);
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++)
+                for (int c = 0; c < nc; c++) {
+                    double acc = 0, ws = 0;
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            int iy = oy * stride - pt + ky, ix = ox * stride - pl + kx;
+                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                            acc += (double)w[(size_t)(ky * k + kx) * nc + c] * in[((size_t)iy * W + ix) * C + c0 + c];
+                            ws += w[(size_t)(ky * k + kx) * nc + c];
+                        }
+                    double y = mult[c] * acc + bias[c] + coef[c] * ws;
+                    if (act == LSQ_ACT_RELU && y < 0) y = 0;
+                    CHECK_NEAR(out[((size_t)oy * OW + ox) * C + c0 + c], y, 1e-4 * (1 + fabs(y)));
+                }
+        const lsq_q8_kernels *best = lsq_q8_kernels_best();
+        a.out = out2;
+        best->q8_dwconv(&a, 0, OH / 2, cs2);
+        best->q8_dwconv(&a, OH / 2, OH, cs2);
+        CHECK(memcmp(out, out2, (size_t)OH * OW * C * 4) == 0);
+        for (int c = 0; c < nc; c++) CHECK_NEAR(cs2[c], cs[c], 1e-4 * (1 + fabs(cs[c])));
+        a.out = NULL;
+        a.Q = Q;
+        memset(Q, 0, (size_t)OH * OW * C), memset(Q2, 0, (size_t)OH * OW * C);
+        lsq_q8_kernels_scalar.q8_dwconv(&a, 0, OH, NULL);
+        a.Q = Q2;
+        best->q8_dwconv(&a, 0, OH, NULL);
+        CHECK(memcmp(Q, Q2, (size_t)OH * OW * C) == 0);
+        for (int i = 0; i < OH * OW; i++)
+            for (int c = 0; c < nc; c++) CHECK(Q[(size_t)i * C + c0 + c] == lsq_q8_code(&a.q, out[(size_t)i * C + c0 + c]));
+        if (unit_cur_failed) {
+            printf("#   dwconv k=%d s=%d %dx%d C=%d c0=%d nc=%d tf=%d\n", k, stride, H, W, C, c0, nc, tf);
+            return;
+        }
+        lsq_free(in), lsq_free(Q), lsq_free(Q2), lsq_free(w), lsq_free(mult), lsq_free(add), lsq_free(bias), lsq_free(coef);
+        lsq_free(out), lsq_free(out2), lsq_free(cs), lsq_free(cs2);
+    }
+}
+
+/* Quantize (with and without an SE gate): identical codes on every level, ties rounded to even. */
+static void test_q8_quantize(void)
+{
+    int M = 7, C = 37;
+    float *x = lsq_alloc((size_t)M * C * 4), *gate = lsq_alloc(C * 4);
+    uint8_t *Q = lsq_alloc((size_t)M * C), *Q2 = lsq_alloc((size_t)M * C);
+    for (int i = 0; i < M * C; i++) x[i] = (float)((int)(rnd() % 4000) - 1000) / 100;
+    x[0] = 0.25f, x[1] = 0.75f, x[2] = 1.25f; /* (x - offset) / scale = 2.5, 3.5, 4.5 exactly */
+    for (int c = 0; c < C; c++) gate[c] = (float)(rnd() % 1000) / 1000;
+    lsq_q8_quant_args a = {.x = x, .M = M, .C = C, .Q = Q, .q = {.scale = 0.5f, .offset = -1.0f, .qmax = 15}};
+    for (int g = 0; g < 3; g++) {
+        a.gate = g == 1 ? gate : NULL;
+        if (g == 2) a.q = (lsq_q8_requant){.scale = 0.05f, .offset = 0.1f, .qmin = -128, .qmax = 127}; /* the input's grid */
+        a.Q = Q;
+        lsq_q8_kernels_scalar.q8_quantize(&a, 0, M);
+        a.Q = Q2;
+        lsq_q8_kernels_best()->q8_quantize(&a, 0, M);
+        CHECK(memcmp(Q, Q2, (size_t)M * C) == 0);
+        if (!g) CHECK(Q[0] == 2 && Q[1] == 4 && Q[2] == 4);
+        for (int i = 0; i < M * C && g < 2; i++) CHECK(Q[i] <= 15);
+        for (int i = 0; i < M * C && g == 2; i++) CHECK(Q[i] == lsq_q8_code(&a.q, x[i]));
+        if (g == 2) CHECK(Q[0] == 128 + 3 && Q[M * C - 1] <= 255); /* (0.25 - 0.1) / 0.05 = 3 */
+    }
+    lsq_free(x), lsq_free(gate), lsq_free(Q), lsq_free(Q2);
+}
+
 int main(void)
 {
     printf("# integer kernels: %s (vs scalar)\n", lsq_q8_kernels_best()->name);
     RUN(test_q8_gemm_shapes);
     RUN(test_q8_extremes);
+    RUN(test_q8_gemm_requant);
+    RUN(test_q8_dwconv);
+    RUN(test_q8_quantize);
     return unit_done();
 }

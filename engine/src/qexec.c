@@ -1,0 +1,445 @@
+/* qexec.c - the integer path: LSQ+ networks executed on codes, not on simulated floats.
+ *
+ * Every conv and linear layer reads its input as uint8 codes (the code minus the quantizer's qmin:
+ * the signed network input is shifted by 128 and the shift undone by an integer bias), multiplies
+ * them by int8 weight codes (unpacked from 2..8-bit storage at load) with int32 sums, and folds the
+ * scales, the activation offset and BatchNorm into one multiply-add per output channel after the
+ * sum (model.h, lsqplus.md "Integer inference"). Each layer's epilogue applies the activation and
+ * writes the next layer's codes directly (requantization fused), and floats only where the network
+ * needs them: the residual stream (only when a skip connection will read it), the depthwise output
+ * of an SE block (the squeeze and the gate are float, as in the trained model) and the head's
+ * output before pooling. Padding: the float model pads the fake-quantized tensor with the real
+ * 0.0, so the offset's share is summed over the valid taps only; depthwise kernels do this
+ * exactly per border pixel, and the stem's border pixels are recomputed exactly after its GEMM.
+ *
+ * The reference path (reference.c) computes the same network in float; tests compare the two
+ * code by code.
+ */
+#include "qexec.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "kernels/q8.h"
+#include "threadpool.h"
+#include "util.h"
+
+typedef struct {
+    int H, W, OH, OW;
+    int pad_t[LSQ_MAX_PARTS], pad_l[LSQ_MAX_PARTS];
+    int out_float; /* the block output is read as a residual by the next block */
+} qblock;
+
+struct lsq_qexec {
+    const lsq_model *m;
+    const lsq_q8_kernels *k;
+    lsq_pool *pool;
+    int nthreads;
+    int H, W, SH, SW, stem_pt, stem_pl, stem_K, stem_lda, stem_float;
+    qblock *qb;
+    int FH, FW;
+    float *xf[2];             /* block outputs (the residual stream), NHWC float */
+    uint8_t *xq, *eq, *pq;    /* codes: block input, expanded tensor, projection input */
+    float *df;                /* depthwise output of SE blocks; the head's output */
+    uint8_t *inq, *col;       /* network input codes (planar), stem im2col codes */
+    int8_t *stem_w;           /* stem weight codes [N][K], for the border pixels */
+    float *chsum;             /* [nthreads][cmax] */
+    float *pooled, *hidden, *gate, *feat;
+    uint8_t *sq;              /* codes of 1-row inputs: SE and classifier */
+    int cmax;
+    lsq_trace_fn trace;
+    void *trace_user;
+};
+
+static lsq_q8_requant requant_of(const lsq_conv *c)
+{
+    return (lsq_q8_requant){.scale = c->in.scale, .offset = c->in.offset, .qmin = c->in.qmin, .qmax = c->in.qmax};
+}
+
+/* The conv that reads block i's input (the head after the last block). */
+static const lsq_conv *first_conv(const lsq_model *m, int i)
+{
+    if (i == m->def.nblocks) return &m->head;
+    return m->def.blocks[i].has_expand ? &m->blocks[i].expand : &m->blocks[i].dw;
+}
+
+static void trace_codes(const lsq_qexec *q, const lsq_conv *c, const uint8_t *codes, size_t n)
+{
+    if (!q->trace) return;
+    int32_t *v = malloc((n ? n : 1) * sizeof(int32_t));
+    if (!v) return;
+    for (size_t i = 0; i < n; i++) v[i] = (int32_t)codes[i] + c->in.qmin;
+    q->trace(q->trace_user, c->def->name, v, NULL, n);
+    free(v);
+}
+
+/* ==== parallel drivers ========================================================================= */
+
+typedef struct {
+    const lsq_qexec *q;
+    const lsq_q8_gemm_args *g;
+} gemm_job;
+
+static void gemm_task(void *ctx, int tid, int n)
+{
+    const gemm_job *j = ctx;
+    int b, e;
+    lsq_pool_range(j->g->M, 12, tid, n, &b, &e);
+    if (b < e) j->q->k->q8_gemm(j->g, b, e);
+}
+
+static void run_gemm(const lsq_qexec *q, const lsq_q8_gemm_args *g)
+{
+    if (q->nthreads == 1 || g->M < 24 * q->nthreads) {
+        q->k->q8_gemm(g, 0, g->M);
+        return;
+    }
+    gemm_job j = {q, g};
+    lsq_pool_run(q->pool, gemm_task, &j);
+}
+
+/* A 1x1 conv (all its groups) or the classifier: codes A [M][cin] -> C floats and/or Q codes. */
+static void run_pointwise(const lsq_qexec *q, const lsq_conv *c, const uint8_t *A, int M, float *C, const float *R,
+                          uint8_t *Q, const lsq_conv *next)
+{
+    const lsq_conv_def *d = c->def;
+    for (int p = 0; p < d->nparts; p++) {
+        const lsq_conv_part *pt = &d->part[p];
+        lsq_q8_gemm_args g = {
+            .M = M, .N = pt->cout, .K = pt->cin, .A = A + pt->in_off, .lda = d->cin, .B = c->qw[p],
+            .ibias = c->qibias ? c->qibias + pt->out_off : NULL, .mult = c->qmult + pt->out_off,
+            .add = c->qadd + pt->out_off, .C = C ? C + pt->out_off : NULL, .ldc = d->cout,
+            .R = R ? R + pt->out_off : NULL, .ldr = d->cout, .Q = Q ? Q + pt->out_off : NULL, .ldq = d->cout,
+            .q = next ? requant_of(next) : (lsq_q8_requant){.scale = 1.f}, .act = d->act,
+        };
+        run_gemm(q, &g);
+    }
+}
+
+typedef struct {
+    const lsq_qexec *q;
+    const lsq_q8_dw_args *a;
+    float *chsum; /* per thread, cmax apart, or NULL */
+} dw_job;
+
+static void dw_task(void *ctx, int tid, int n)
+{
+    const dw_job *j = ctx;
+    int b, e;
+    lsq_pool_range(j->a->OH, 1, tid, n, &b, &e);
+    if (b < e) j->q->k->q8_dwconv(j->a, b, e, j->chsum ? j->chsum + (size_t)tid * j->q->cmax + j->a->c0 : NULL);
+}
+
+typedef struct {
+    const lsq_qexec *q;
+    const lsq_q8_quant_args *a;
+} quant_job;
+
+static void quant_task(void *ctx, int tid, int n)
+{
+    const quant_job *j = ctx;
+    int b, e;
+    lsq_pool_range(j->a->M, 1, tid, n, &b, &e);
+    if (b < e) j->q->k->q8_quantize(j->a, b, e);
+}
+
+static void run_quantize(const lsq_qexec *q, const lsq_q8_quant_args *a)
+{
+    if (q->nthreads == 1 || a->M < 4 * q->nthreads) {
+        q->k->q8_quantize(a, 0, a->M);
+        return;
+    }
+    quant_job j = {q, a};
+    lsq_pool_run(q->pool, quant_task, &j);
+}
+
+/* ==== stem ===================================================================================== */
+
+/* Weight code (n, k) of a dense conv part from its lsq_q8_pack panels. */
+static int packed_code(const int8_t *B, int K, int n, int k)
+{
+    int K4 = (K + 3) / 4;
+    return B[(size_t)(n / LSQ_Q8_NR) * K4 * LSQ_Q8_NR * 4 + (size_t)(k / 4) * LSQ_Q8_NR * 4 + (n % LSQ_Q8_NR) * 4 + k % 4];
+}
+
+/* The network input: signed 8-bit codes, NCHW float -> planar uint8 (code - qmin), rounded exactly
+ * as the reference's quantizer; then im2col rows of (ky, kx, c) taps, padding with code 0. */
+static void stem_input(lsq_qexec *q, const float *input)
+{
+    const int hw = q->H * q->W;
+    lsq_q8_quant_args a = {.x = input, .M = 3, .C = hw, .Q = q->inq, .q = requant_of(&q->m->stem)};
+    q->k->q8_quantize(&a, 0, 3);
+}
+
+static void stem_im2col(lsq_qexec *q)
+{
+    const lsq_net_def *d = &q->m->def;
+    const int k = d->stem.part[0].k, S = d->stem.stride, H = q->H, W = q->W;
+    const uint8_t zero = (uint8_t)-q->m->stem.in.qmin;
+    const uint8_t *plane[3] = {q->inq, q->inq + (size_t)H * W, q->inq + (size_t)2 * H * W};
+    for (int oy = 0; oy < q->SH; oy++)
+        for (int ox = 0; ox < q->SW; ox++) {
+            uint8_t *row = q->col + ((size_t)oy * q->SW + ox) * q->stem_lda;
+            int iy0 = oy * S - q->stem_pt, ix0 = ox * S - q->stem_pl;
+            for (int ky = 0; ky < k; ky++) {
+                int iy = iy0 + ky;
+                for (int kx = 0; kx < k; kx++, row += 3) {
+                    int ix = ix0 + kx;
+                    int in = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                    size_t o = (size_t)iy * W + ix;
+                    row[0] = in ? plane[0][o] : zero;
+                    row[1] = in ? plane[1][o] : zero;
+                    row[2] = in ? plane[2][o] : zero;
+                }
+            }
+            for (int t = q->stem_K; t < q->stem_lda; t++) *row++ = 0;
+        }
+}
+
+/* Border pixels of the stem: the GEMM summed the offset over all taps; redo them over the valid taps. */
+static void stem_borders(lsq_qexec *q, float *C, uint8_t *Q, const lsq_conv *next)
+{
+    const lsq_model *m = q->m;
+    const lsq_conv *c = &m->stem;
+    const int k = m->def.stem.part[0].k, S = m->def.stem.stride, N = m->def.stem.cout, qmin = c->in.qmin;
+    const lsq_q8_requant rq = requant_of(next);
+    for (int oy = 0; oy < q->SH; oy++) {
+        int iy0 = oy * S - q->stem_pt, rows_in = iy0 >= 0 && iy0 + k <= q->H;
+        for (int ox = 0; ox < q->SW; ox++) {
+            int ix0 = ox * S - q->stem_pl;
+            if (rows_in && ix0 >= 0 && ix0 + k <= q->W) continue;
+            size_t o = (size_t)oy * q->SW + ox;
+            for (int n = 0; n < N; n++) {
+                int32_t acc = 0, ws = 0;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        int iy = iy0 + ky, ix = ix0 + kx;
+                        if (iy < 0 || iy >= q->H || ix < 0 || ix >= q->W) continue;
+                        for (int ch = 0; ch < 3; ch++) {
+                            int w = q->stem_w[(size_t)n * q->stem_K + (ky * k + kx) * 3 + ch];
+                            acc += w * ((int)q->inq[((size_t)ch * q->H + iy) * q->W + ix] + qmin);
+                            ws += w;
+                        }
+                    }
+                float y = lsq_act_apply(m->def.stem.act, fmaf(c->qmult[n], (float)acc, fmaf(c->qcoef[n], (float)ws, c->bias[n])));
+                if (C) C[o * N + n] = y;
+                Q[o * N + n] = lsq_q8_code(&rq, y);
+            }
+        }
+    }
+}
+
+static void run_stem(lsq_qexec *q, const float *input)
+{
+    const lsq_model *m = q->m;
+    const lsq_conv *next = first_conv(m, 0);
+    stem_input(q, input);
+    if (q->trace) { /* the reference traces NHWC */
+        size_t hw = (size_t)q->H * q->W;
+        uint8_t *t = malloc(hw * 3);
+        if (t) {
+            for (size_t i = 0; i < hw; i++)
+                for (int c = 0; c < 3; c++) t[i * 3 + c] = q->inq[c * hw + i];
+            trace_codes(q, &m->stem, t, hw * 3);
+            free(t);
+        }
+    }
+    stem_im2col(q);
+    float *C = q->stem_float ? q->xf[0] : NULL;
+    lsq_q8_gemm_args g = {
+        .M = q->SH * q->SW, .N = m->def.stem.cout, .K = q->stem_K, .A = q->col, .lda = q->stem_lda,
+        .B = m->stem.qw[0], .ibias = m->stem.qibias, .mult = m->stem.qmult, .add = m->stem.qadd, .C = C,
+        .ldc = m->def.stem.cout, .Q = q->xq, .ldq = m->def.stem.cout, .q = requant_of(next), .act = m->def.stem.act,
+    };
+    run_gemm(q, &g);
+    stem_borders(q, C, q->xq, next);
+}
+
+/* ==== blocks =================================================================================== */
+
+static void run_depthwise(lsq_qexec *q, const lsq_conv *c, const qblock *b, const uint8_t *in, float *out,
+                          uint8_t *Q, const lsq_conv *next, int squeeze)
+{
+    const lsq_conv_def *d = c->def;
+    if (squeeze) memset(q->chsum, 0, (size_t)q->nthreads * q->cmax * sizeof(float));
+    for (int p = 0; p < d->nparts; p++) {
+        const lsq_conv_part *pt = &d->part[p];
+        int o = pt->out_off;
+        lsq_q8_dw_args a = {
+            .in = in, .H = b->H, .W = b->W, .C = d->cin, .c0 = pt->in_off, .nc = pt->cin, .k = pt->k,
+            .stride = d->stride, .pad_t = b->pad_t[p], .pad_l = b->pad_l[p], .w = c->qw[p], .mult = c->qmult + o,
+            .add = c->qadd + o, .bias = c->bias + o, .coef = c->qcoef + o, .out = out, .Q = Q,
+            .q = next ? requant_of(next) : (lsq_q8_requant){.scale = 1.f}, .OH = b->OH, .OW = b->OW, .act = d->act,
+        };
+        dw_job j = {q, &a, squeeze ? q->chsum : NULL};
+        if (q->nthreads == 1) dw_task(&j, 0, 1);
+        else lsq_pool_run(q->pool, dw_task, &j);
+    }
+    if (squeeze) {
+        int C = d->cout;
+        float M = (float)(b->OH * b->OW);
+        for (int ch = 0; ch < C; ch++) {
+            float s = 0.f;
+            for (int t = 0; t < q->nthreads; t++) s += q->chsum[(size_t)t * q->cmax + ch];
+            q->pooled[ch] = s / M;
+        }
+    }
+}
+
+/* Squeeze-and-excitation on the pooled depthwise output: two 1-row integer GEMMs, float gate. */
+static void run_se(lsq_qexec *q, const lsq_block *b, int C)
+{
+    const lsq_conv *red = &b->se_reduce, *exp_ = &b->se_expand;
+    lsq_q8_quant_args qa = {.x = q->pooled, .M = 1, .C = C, .Q = q->sq, .q = requant_of(red)};
+    q->k->q8_quantize(&qa, 0, 1);
+    trace_codes(q, red, q->sq, (size_t)C);
+    run_pointwise(q, red, q->sq, 1, q->hidden, NULL, NULL, NULL);
+    int R = red->def->cout;
+    lsq_q8_quant_args qh = {.x = q->hidden, .M = 1, .C = R, .Q = q->sq, .q = requant_of(exp_)};
+    q->k->q8_quantize(&qh, 0, 1);
+    trace_codes(q, exp_, q->sq, (size_t)R);
+    run_pointwise(q, exp_, q->sq, 1, q->gate, NULL, NULL, NULL);
+}
+
+void lsq_qexec_run(lsq_qexec *q, const float *input, float *logits)
+{
+    const lsq_model *m = q->m;
+    const lsq_net_def *d = &m->def;
+    run_stem(q, input);
+    int x = 0; /* xf[x] holds the block input's floats (when a skip needs them) */
+    for (int i = 0; i < d->nblocks; i++) {
+        const lsq_block_def *bd = &d->blocks[i];
+        const lsq_block *b = &m->blocks[i];
+        const qblock *qb = &q->qb[i];
+        const uint8_t *dw_in = q->xq;
+        if (bd->has_expand) {
+            trace_codes(q, &b->expand, q->xq, (size_t)qb->H * qb->W * bd->expand.cin);
+            run_pointwise(q, &b->expand, q->xq, qb->H * qb->W, NULL, NULL, q->eq, &b->dw);
+            dw_in = q->eq;
+        }
+        trace_codes(q, &b->dw, dw_in, (size_t)qb->H * qb->W * bd->dw.cin);
+        int M = qb->OH * qb->OW, C = bd->dw.cout;
+        if (bd->has_se) {
+            run_depthwise(q, &b->dw, qb, dw_in, q->df, NULL, NULL, 1);
+            run_se(q, b, C);
+            lsq_q8_quant_args ga = {.x = q->df, .gate = q->gate, .M = M, .C = C, .Q = q->pq, .q = requant_of(&b->project)};
+            run_quantize(q, &ga);
+        } else {
+            run_depthwise(q, &b->dw, qb, dw_in, NULL, q->pq, &b->project, 0);
+        }
+        trace_codes(q, &b->project, q->pq, (size_t)M * C);
+        /* the projection writes the next layer's codes over the block input's (dead by now) */
+        run_pointwise(q, &b->project, q->pq, M, qb->out_float ? q->xf[x ^ 1] : NULL, bd->skip ? q->xf[x] : NULL, q->xq,
+                      first_conv(m, i + 1));
+        x ^= 1;
+    }
+    int M = q->FH * q->FW, F = d->num_features;
+    trace_codes(q, &m->head, q->xq, (size_t)M * d->head.cin);
+    run_pointwise(q, &m->head, q->xq, M, q->df, NULL, NULL, NULL);
+    memset(q->feat, 0, (size_t)F * sizeof(float));
+    for (int p = 0; p < M; p++)
+        for (int c = 0; c < F; c++) q->feat[c] += q->df[(size_t)p * F + c];
+    for (int c = 0; c < F; c++) q->feat[c] /= (float)M;
+    lsq_q8_quant_args fa = {.x = q->feat, .M = 1, .C = F, .Q = q->sq, .q = requant_of(&m->classifier)};
+    q->k->q8_quantize(&fa, 0, 1);
+    trace_codes(q, &m->classifier, q->sq, (size_t)F);
+    run_pointwise(q, &m->classifier, q->sq, 1, logits, NULL, NULL, NULL);
+}
+
+/* ==== planning ================================================================================= */
+
+lsq_status lsq_qexec_create(const lsq_model *m, int H, int W, int nthreads, lsq_qexec **out, lsq_error *err)
+{
+    const lsq_net_def *d = &m->def;
+    lsq_qexec *q = calloc(1, sizeof *q);
+    if (!q || !(q->qb = calloc((size_t)d->nblocks, sizeof *q->qb))) {
+        free(q);
+        return lsq_fail(err, LSQ_ERR_NOMEM, "out of memory");
+    }
+    q->m = m;
+    q->k = lsq_q8_kernels_best();
+    q->nthreads = nthreads > 0 ? nthreads : 1;
+    q->H = H;
+    q->W = W;
+    int k = d->stem.part[0].k;
+    arch_conv_geometry(d->tf_same, H, k, d->stem.stride, &q->SH, &q->stem_pt);
+    arch_conv_geometry(d->tf_same, W, k, d->stem.stride, &q->SW, &q->stem_pl);
+    q->stem_K = 3 * k * k;
+    q->stem_lda = (q->stem_K + 3) & ~3;
+    q->stem_float = d->nblocks > 0 && d->blocks[0].skip;
+    size_t maxact = (size_t)q->SH * q->SW * d->stem.cout;
+    int h = q->SH, w = q->SW, cmax = d->num_features;
+    for (int i = 0; i < d->nblocks; i++) {
+        const lsq_block_def *b = &d->blocks[i];
+        qblock *qb = &q->qb[i];
+        qb->H = h;
+        qb->W = w;
+        for (int p = 0; p < b->dw.nparts; p++) {
+            arch_conv_geometry(d->tf_same, h, b->dw.part[p].k, b->dw.stride, &qb->OH, &qb->pad_t[p]);
+            arch_conv_geometry(d->tf_same, w, b->dw.part[p].k, b->dw.stride, &qb->OW, &qb->pad_l[p]);
+        }
+        qb->out_float = i + 1 < d->nblocks && d->blocks[i + 1].skip;
+        maxact = LSQ_MAX(maxact, (size_t)h * w * b->dw.cin);
+        h = qb->OH;
+        w = qb->OW;
+        maxact = LSQ_MAX(maxact, (size_t)h * w * LSQ_MAX(b->dw.cout, b->project.cout));
+        cmax = LSQ_MAX(cmax, b->dw.cin);
+    }
+    q->FH = h;
+    q->FW = w;
+    maxact = LSQ_MAX(maxact, (size_t)h * w * d->num_features);
+    q->cmax = cmax;
+    size_t codes = maxact + LSQ_Q8_AREAD_PAD + 64;
+    q->xf[0] = lsq_alloc(maxact * sizeof(float));
+    q->xf[1] = lsq_alloc(maxact * sizeof(float));
+    q->df = lsq_alloc(maxact * sizeof(float));
+    q->xq = lsq_alloc(codes);
+    q->eq = lsq_alloc(codes);
+    q->pq = lsq_alloc(codes);
+    q->inq = lsq_alloc((size_t)H * W * 3 + 64);
+    q->col = lsq_alloc((size_t)q->SH * q->SW * q->stem_lda + LSQ_Q8_AREAD_PAD + 64);
+    q->chsum = lsq_alloc((size_t)q->nthreads * cmax * sizeof(float));
+    q->pooled = lsq_alloc((size_t)cmax * sizeof(float));
+    q->hidden = lsq_alloc((size_t)cmax * sizeof(float));
+    q->gate = lsq_alloc((size_t)cmax * sizeof(float));
+    q->feat = lsq_alloc((size_t)cmax * sizeof(float));
+    q->sq = lsq_alloc((size_t)cmax + LSQ_Q8_AREAD_PAD + 64);
+    q->stem_w = lsq_alloc((size_t)d->stem.cout * q->stem_K);
+    if (q->stem_w)
+        for (int n = 0; n < d->stem.cout; n++)
+            for (int t = 0; t < q->stem_K; t++) q->stem_w[(size_t)n * q->stem_K + t] = (int8_t)packed_code(m->stem.qw[0], q->stem_K, n, t);
+    if (!q->stem_w || !q->xf[0] || !q->xf[1] || !q->df || !q->xq || !q->eq || !q->pq || !q->inq || !q->col || !q->chsum ||
+        !q->pooled || !q->hidden || !q->gate || !q->feat || !q->sq)
+        goto nomem;
+    /* codes past a row's end are read (times zero weights) by the GEMM: keep them initialised */
+    memset(q->xq, 0, codes), memset(q->eq, 0, codes), memset(q->pq, 0, codes), memset(q->sq, 0, (size_t)cmax + 68);
+    if (!(q->pool = lsq_pool_create(q->nthreads))) {
+        lsq_qexec_free(q);
+        return lsq_fail(err, LSQ_ERR_NOMEM, "cannot start %d threads", nthreads);
+    }
+    *out = q;
+    return LSQ_OK;
+nomem:
+    lsq_qexec_free(q);
+    return lsq_fail(err, LSQ_ERR_NOMEM, "out of memory planning the integer path of %s at %dx%d", d->arch, H, W);
+}
+
+void lsq_qexec_set_trace(lsq_qexec *q, lsq_trace_fn fn, void *user)
+{
+    q->trace = fn;
+    q->trace_user = user;
+}
+
+const char *lsq_qexec_kernels(const lsq_qexec *q) { return q->k->name; }
+
+void lsq_qexec_free(lsq_qexec *q)
+{
+    if (!q) return;
+    lsq_pool_free(q->pool);
+    lsq_free(q->xf[0]), lsq_free(q->xf[1]), lsq_free(q->df);
+    lsq_free(q->stem_w), lsq_free(q->xq), lsq_free(q->eq), lsq_free(q->pq), lsq_free(q->inq), lsq_free(q->col);
+    lsq_free(q->chsum), lsq_free(q->pooled), lsq_free(q->hidden), lsq_free(q->gate), lsq_free(q->feat), lsq_free(q->sq);
+    free(q->qb);
+    free(q);
+}

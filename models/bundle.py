@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""bundle.py - turn finished training runs into the deployable models the server ships.
+
+  /usr/bin/python3 models/bundle.py [--runs models/runs] [--out models/bundled]
+
+For every architecture and configuration whose run has finished (models/runs/<arch>-<config>/
+<arch>_<config>.safetensors, train.py's export), writes models/bundled/<arch>/<config>.safetensors:
+the FP32 checkpoint as trained (float32, timm names), the quantized ones in the deployable packed
+form (integer codes at their bit-width, BatchNorm folded: quant.export_packed), labels and
+preprocessing in the metadata. Then models/bundled/manifest.json lists every model and
+configuration with its file, its training log (models/logs/, committed) and the trainer's own test
+accuracy of it. Deterministic; reruns overwrite. Only what the server needs goes to models/bundled/:
+no trainer checkpoints, caches or logs.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lsqnet import quant, safetensors_io  # noqa: E402
+
+ARCHS = ["efficientnet_b0", "mixnet_s"]
+CONFIGS = ["fp32", "w8a8", "w4a4", "w3a3", "w2a2", "w4a4-lsq", "w2a2-lsq"]
+DEFAULT_ORDER = ["w4a4", "w8a8", "fp32"]  # the default configuration: the first one bundled
+DATASET = {"name": "Fashion-MNIST test", "path": "/usr/share/datasets/fashion-mnist", "split": "test"}
+
+
+def last_log(path):
+    with open(path) as f:
+        lines = [json.loads(x) for x in f if x.strip()]
+    return lines[-1] if lines else {}
+
+
+def bundle_one(arch, cfg, src, dst):
+    if cfg == "fp32":
+        shutil.copyfile(src, dst)
+        return
+    tensors, meta = safetensors_io.load(src)
+    model = quant.create(arch, cfg, int(meta["num_classes"]))
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"{src}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.eval()
+    quant.export_packed(model, arch, dst, cfg, labels=json.loads(meta["labels"]),
+                        preprocess=json.loads(meta["preprocess"]))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    root = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--runs", default=os.path.join(root, "runs"))
+    ap.add_argument("--logs", default=os.path.join(root, "logs"))
+    ap.add_argument("--out", default=os.path.join(root, "bundled"))
+    a = ap.parse_args(argv)
+    models = []
+    for arch in ARCHS:
+        entries = []
+        for cfg in CONFIGS:
+            src = os.path.join(a.runs, f"{arch}-{cfg}", f"{arch}_{cfg}.safetensors")
+            log = os.path.join(a.logs, arch, f"{cfg}.jsonl")
+            if not os.path.exists(src) or not os.path.exists(log):
+                continue
+            os.makedirs(os.path.join(a.out, arch), exist_ok=True)
+            dst = os.path.join(a.out, arch, f"{cfg}.safetensors")
+            bundle_one(arch, cfg, src, dst)
+            rec = last_log(log)
+            entries.append({"config": cfg, "file": f"{arch}/{cfg}.safetensors",
+                            "log": os.path.relpath(log, a.out), "bytes": os.path.getsize(dst),
+                            "epochs": rec.get("epochs"), "trainer_test_acc": rec.get("test_acc")})
+            print(f"bundle.py: {dst} ({os.path.getsize(dst)} bytes, trainer test accuracy {rec.get('test_acc')})")
+        if not entries:
+            continue
+        have = [e["config"] for e in entries]
+        default = next((c for c in DEFAULT_ORDER if c in have), have[0])
+        models.append({"name": f"{arch}-fmnist", "arch": arch, "default_config": default,
+                       "description": f"{arch} trained from scratch on Fashion-MNIST at 32x32, LSQ+ QAT from the FP32 weights",
+                       "dataset": DATASET, "configs": entries})
+    if not models:
+        sys.exit("bundle.py: no finished runs under " + a.runs)
+    with open(os.path.join(a.out, "manifest.json"), "w") as f:
+        json.dump({"version": 1, "models": models}, f, indent=1)
+        f.write("\n")
+    print(f"bundle.py: {os.path.join(a.out, 'manifest.json')}: {len(models)} models, "
+          f"{sum(len(m['configs']) for m in models)} configurations")
+
+
+if __name__ == "__main__":
+    main()
