@@ -183,7 +183,6 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
     if (off == 0 && (is_image ? strcmp(r->field, "image") : (!r->field[0] && filename))) {
         snprintf(r->field, sizeof r->field, "%s", key); /* (re)start with this field */
         r->len = 0;
-        r->field[sizeof r->field - 1] = 0;
     }
     if (r->field[0] && !strcmp(r->field, key) && size) return body_append(r, data, size) ? MHD_NO : MHD_YES;
     return MHD_YES;
@@ -375,6 +374,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->t0 = now_ms();
         snprintf(r->method, sizeof r->method, "%s", method);
         snprintf(r->path, sizeof r->path, "%s", url);
+        for (char *p = r->path; *p; p++) /* the access log stays one line per request */
+            if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == '"') *p = '?';
         request_id(r);
         if (route_match(method, url, &r->rt)) return send_error(r, 404, "no such endpoint: %s", url);
         if (!r->rt.method_ok) {
@@ -440,9 +441,8 @@ static void access_log(request *r, enum MHD_RequestTerminationCode toe)
                       : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? " (connection timed out)"
                       : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (server shut down)"
                                                                       : " (client went away)";
-    char status[8];
+    char status[8] = "-"; /* no answer reached the client */
     if (r->status && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) snprintf(status, sizeof status, "%d", r->status);
-    else snprintf(status, sizeof status, "%s", r->status ? "-" : "-");
     printf("%s.%03ldZ %s \"%s %s\" %s %zu %.2fms id=%s%s%s%s%s%s\n", when, ts.tv_nsec / 1000000, ip, r->method, r->path,
            status, r->resp_bytes, now_ms() - r->t0, r->id, r->entry ? " model=" : "", r->entry ? r->entry->mm->name : "",
            r->entry ? " config=" : "", r->entry ? r->entry->mc->config : "", how);

@@ -365,7 +365,11 @@ def test_concurrency(srv, img):
 
 
 def test_access_log(srv):
+    st, _, _ = srv.json("GET", "/v1/models%0Afake-line%22")
+    time.sleep(0.2)
     log = srv.stdout().strip().splitlines()
+    tap.check("access_log_no_injection", st == 404 and not any(l.startswith("fake-line") for l in log) and
+              any('"GET /v1/models?fake-line?" 404' in l for l in log), str(log[-3:]))
     line = [l for l in log if "id=abc-123" in l]
     tap.check("access_log_line", len(line) == 1 and re.match(
         r'^\d{4}-\d\d-\d\dT[0-9:.]+Z 127\.0\.0\.1 "POST /v1/classify" 200 \d+ [0-9.]+ms id=abc-123 '
