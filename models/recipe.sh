@@ -10,7 +10,9 @@
 # threads), each chain FP32 first, then every quantized configuration from the FP32 weights.
 # LSQ_TRAIN_NICE (default 10) keeps the machine usable meanwhile; pause with
 # `pkill -STOP -f models/train.py` before benchmarking and `pkill -CONT -f models/train.py` after.
-# LSQ_FP32_EPOCHS and LSQ_QAT_EPOCHS size the recipe (defaults: what the bundled models had).
+# LSQ_FP32_EPOCHS and LSQ_QAT_EPOCHS (one count for every configuration) resize the recipe; the
+# defaults are what the bundled models had: QAT epochs per configuration below, more where fewer bits
+# need longer to recover (each LSQ+ configuration and its LSQ baseline get the same budget).
 set -eu
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
@@ -18,20 +20,20 @@ RUNS=models/runs
 LOGS=models/logs
 SIZE=32
 FP32_EPOCHS=${LSQ_FP32_EPOCHS:-18}
-QAT_EPOCHS=${LSQ_QAT_EPOCHS:-1}
+QAT_EPOCHS=${LSQ_QAT_EPOCHS:-}
 ARCHS="efficientnet_b0 mixnet_s"
-CONFIGS="w4a4 w2a2 w8a8 w2a2-lsq w4a4-lsq w3a3"  # most informative first
+CONFIGS="w8a8:1 w3a3:1 w4a4:2 w4a4-lsq:2 w2a2:3 w2a2-lsq:3"  # config:QAT epochs
 NICE=${LSQ_TRAIN_NICE:-10}
 mkdir -p "$RUNS" "$LOGS"
 
-train() {  # train ARCH CONFIG: one resumable train.py run; its log lands in models/logs/ARCH/
-    arch=$1 cfg=$2
+train() {  # train ARCH CONFIG[:EPOCHS]: one resumable train.py run; its log lands in models/logs/ARCH/
+    arch=$1 cfg=${2%%:*} epochs=${QAT_EPOCHS:-${2#*:}}
     if [ "$cfg" = fp32 ]; then
         nice -n "$NICE" $PY models/train.py fp32 --arch "$arch" --size $SIZE --epochs "$FP32_EPOCHS" \
             --threads 1 --out "$RUNS/$arch-fp32"
     else
         nice -n "$NICE" $PY models/train.py qat --arch "$arch" --config "$cfg" --size $SIZE \
-            --epochs "$QAT_EPOCHS" --threads 1 --init "$RUNS/$arch-fp32/${arch}_fp32.safetensors" \
+            --epochs "$epochs" --threads 1 --init "$RUNS/$arch-fp32/${arch}_fp32.safetensors" \
             --out "$RUNS/$arch-$cfg"
     fi
     mkdir -p "$LOGS/$arch"
@@ -40,8 +42,9 @@ train() {  # train ARCH CONFIG: one resumable train.py run; its log lands in mod
 
 chain() {  # chain ARCH [CONFIG...]: FP32, then each quantized configuration from it
     arch=$1; shift
-    for cfg in "$@"; do
-        train "$arch" "$cfg" > "$RUNS/$arch-$cfg.out" 2>&1 ||
+    for spec in "$@"; do
+        cfg=${spec%%:*}
+        train "$arch" "$spec" > "$RUNS/$arch-$cfg.out" 2>&1 ||
             { echo "recipe.sh: $arch $cfg failed (see $RUNS/$arch-$cfg.out)" >&2; return 1; }
         echo "recipe.sh: $arch $cfg done"
     done
