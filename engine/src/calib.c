@@ -19,9 +19,12 @@
  * Output: quant.py export_packed's tensors and metadata (README "Checkpoints"), plus a
  * "calibration" metadata entry saying how the scales were set.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model.h"
 #include "reference.h"
@@ -53,6 +56,7 @@ struct lsq_calib {
     lsq_qconfig qc;
     calib_method act_method; /* inner layers' method */
     int size, expected, added;
+    int resized;       /* calibration size differs from the file's preprocessing */
     lsq_preprocess pp;
     lsq_ref *ref;
     float *logits;
@@ -200,6 +204,8 @@ static void weight_scales(const float *w, int cout, size_t per, int bits, int ls
     }
 }
 
+static lsq_status write_file(lsq_calib *c, const char *out_path, int final, lsq_error *err);
+
 /* ==== create / add ============================================================================== */
 
 static lsq_status count_conv(void *ctx, lsq_conv_def *c)
@@ -242,6 +248,31 @@ static void size_obs(void *user, const lsq_conv_def *def, const float *x, size_t
             c->obs[i].step2 = total > CALIB_MAX_SAMPLES ? ceil_div(total, CALIB_MAX_SAMPLES) : 1;
             c->obs[i].cap = (size_t)ceil_div(total, c->obs[i].step2);
         }
+}
+
+/* The network the observation pass runs, as quant.py calibrate() runs it: weights already
+ * fake-quantized with their initial scales (s_w * w_q, BatchNorm after), activations in float.
+ * Built by writing the packed file with placeholder activation quantizers to a temporary file and
+ * loading it, so the weights take exactly the loader's path; replaces the FP32 model c->m. */
+static lsq_status forward_model(lsq_calib *c, lsq_error *err)
+{
+    const char *dir = getenv("TMPDIR");
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s/lsq-calib-XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = mkstemp(tmp);
+    if (fd < 0) return lsq_fail(err, LSQ_ERR_IO, "%s: cannot create a temporary file: %s", tmp, strerror(errno));
+    close(fd);
+    char cfg[16];
+    snprintf(cfg, sizeof cfg, "w%da%d%s", c->qc.w_bits, c->qc.a_bits, c->qc.lsq_plus ? "" : "-lsq");
+    lsq_load_options lo = {.config = cfg};
+    lsq_model *q = NULL;
+    lsq_status s = write_file(c, tmp, 0, err);
+    if (!s) s = lsq_model_load(tmp, &lo, &q, err);
+    unlink(tmp);
+    if (s) return s;
+    lsq_model_free(c->m);
+    c->m = q;
+    return LSQ_OK;
 }
 
 lsq_status lsq_calib_create(const char *fp32_path, const lsq_calib_options *opt, lsq_calib **out, lsq_error *err)
@@ -294,6 +325,8 @@ lsq_status lsq_calib_create(const char *fp32_path, const lsq_calib_options *opt,
         c->pp.input_size = opt->size;
     }
     c->size = c->pp.input_size;
+    c->resized = c->size != c->m->preprocess.input_size;
+    if ((s = forward_model(c, err))) goto fail;
     if (c->size < 32 || c->size > 4096) {
         s = lsq_fail(err, LSQ_ERR_ARG, "calibration size %d out of range (32..4096)", c->size);
         goto fail;
@@ -365,6 +398,7 @@ typedef struct {
     lsq_st_writer *w;
     lsq_error *err;
     int index; /* into c->obs */
+    int final; /* 0: placeholder activation quantizers (scale 1, offset 0) */
 } write_ctx;
 
 static lsq_status put_f32(write_ctx *x, const char *module, const char *field, int64_t n, const float *v)
@@ -389,13 +423,14 @@ static lsq_status write_conv(void *ctx, lsq_conv_def *def)
     write_ctx *x = ctx;
     lsq_calib *c = x->c;
     const lsq_net_def *d = &c->m->def;
-    const calib_obs *o = &c->obs[x->index++];
-    LSQ_ASSERT(o->def == def);
+    const calib_obs *o = x->final ? &c->obs[x->index++] : NULL;
+    LSQ_ASSERT(!o || o->def == def);
+    const float one = 1.f, zero = 0.f;
     int first_last = !strcmp(def->name, d->stem.name) || !strcmp(def->name, d->classifier.name);
     int bits = first_last ? c->qc.first_last_bits : c->qc.w_bits;
     lsq_status s;
-    if ((s = put_f32(x, def->name, "input_quant.scale", 1, &o->scale)) ||
-        (s = put_f32(x, def->name, "input_quant.offset", 1, &o->offset)))
+    if ((s = put_f32(x, def->name, "input_quant.scale", 1, o ? &o->scale : &one)) ||
+        (s = put_f32(x, def->name, "input_quant.offset", 1, o ? &o->offset : &zero)))
         return s;
     float *w = NULL, *sw = NULL, *v = NULL;
     int8_t *codes = NULL;
@@ -477,6 +512,39 @@ static char *preprocess_json(const lsq_preprocess *p)
     return s;
 }
 
+/* The packed checkpoint: final, or with placeholder activation quantizers (the forward model). */
+static lsq_status write_file(lsq_calib *c, const char *out_path, int final, lsq_error *err)
+{
+    lsq_st_writer *w = lsq_st_writer_create();
+    if (!w) return lsq_fail(err, LSQ_ERR_NOMEM, "out of memory");
+    write_ctx x = {c, w, err, 0, final};
+    lsq_status s = arch_foreach_conv(&c->m->def, write_conv, &x);
+    char fv[8], classes[16], calib[256];
+    snprintf(fv, sizeof fv, "%d", LSQ_FORMAT_VERSION);
+    snprintf(classes, sizeof classes, "%d", c->m->def.num_classes);
+    snprintf(calib, sizeof calib,
+             "{\"tool\":\"lsq quantize\",\"act_init\":\"%s\",\"weight_init\":\"%s\",\"inputs\":%d,\"size\":%d}",
+             method_names[c->act_method], c->qc.lsq_plus ? "3sigma" : "lsq", c->expected, c->size);
+    /* the source's preprocessing, verbatim when calibration used it unchanged */
+    const char *src_pp = lsq_st_metadata(c->src, "preprocess"), *labels = lsq_st_metadata(c->src, "labels");
+    char *pp = src_pp && !c->resized ? strdup(src_pp) : preprocess_json(&c->pp);
+    if (!s && !pp) s = lsq_fail(err, LSQ_ERR_NOMEM, "out of memory");
+    char cfg[16]; /* the configuration's canonical name */
+    snprintf(cfg, sizeof cfg, "w%da%d%s", c->qc.w_bits, c->qc.a_bits, c->qc.lsq_plus ? "" : "-lsq");
+    if (!s && !(s = lsq_st_writer_set_metadata(w, "format_version", fv, err)) &&
+        !(s = lsq_st_writer_set_metadata(w, "arch", c->m->def.arch, err)) &&
+        !(s = lsq_st_writer_set_metadata(w, "num_classes", classes, err)) &&
+        !(s = lsq_st_writer_set_metadata(w, "config", cfg, err)) &&
+        !(s = lsq_st_writer_set_metadata(w, "form", "packed", err)) &&
+        !(labels && (s = lsq_st_writer_set_metadata(w, "labels", labels, err))) &&
+        !(s = lsq_st_writer_set_metadata(w, "preprocess", pp, err)) &&
+        !(final && (s = lsq_st_writer_set_metadata(w, "calibration", calib, err))))
+        s = lsq_st_writer_save(w, out_path, err);
+    free(pp);
+    lsq_st_writer_free(w);
+    return s;
+}
+
 lsq_status lsq_calib_write(lsq_calib *c, const char *out_path, lsq_error *err)
 {
     if (c->added != c->expected)
@@ -488,35 +556,7 @@ lsq_status lsq_calib_write(lsq_calib *c, const char *out_path, lsq_error *err)
                             "pass; cannot calibrate", c->path, o->def->name);
         act_init(o);
     }
-    lsq_st_writer *w = lsq_st_writer_create();
-    if (!w) return lsq_fail(err, LSQ_ERR_NOMEM, "out of memory");
-    write_ctx x = {c, w, err, 0};
-    lsq_status s = arch_foreach_conv(&c->m->def, write_conv, &x);
-    char fv[8], classes[16], calib[256];
-    snprintf(fv, sizeof fv, "%d", LSQ_FORMAT_VERSION);
-    snprintf(classes, sizeof classes, "%d", c->m->def.num_classes);
-    snprintf(calib, sizeof calib,
-             "{\"tool\":\"lsq quantize\",\"act_init\":\"%s\",\"weight_init\":\"%s\",\"inputs\":%d,\"size\":%d}",
-             method_names[c->act_method], c->qc.lsq_plus ? "3sigma" : "lsq", c->expected, c->size);
-    /* the source's preprocessing, verbatim when calibration used it unchanged */
-    const char *src_pp = lsq_st_metadata(c->src, "preprocess"), *labels = lsq_st_metadata(c->src, "labels");
-    char *pp = src_pp && c->size == c->m->preprocess.input_size ? strdup(src_pp) : preprocess_json(&c->pp);
-    if (!s && !pp) s = lsq_fail(err, LSQ_ERR_NOMEM, "out of memory");
-    /* c->m was loaded as fp32: the configuration's canonical name comes from qc */
-    char cfg[16];
-    snprintf(cfg, sizeof cfg, "w%da%d%s", c->qc.w_bits, c->qc.a_bits, c->qc.lsq_plus ? "" : "-lsq");
-    if (!s && !(s = lsq_st_writer_set_metadata(w, "format_version", fv, err)) &&
-        !(s = lsq_st_writer_set_metadata(w, "arch", c->m->def.arch, err)) &&
-        !(s = lsq_st_writer_set_metadata(w, "num_classes", classes, err)) &&
-        !(s = lsq_st_writer_set_metadata(w, "config", cfg, err)) &&
-        !(s = lsq_st_writer_set_metadata(w, "form", "packed", err)) &&
-        !(labels && (s = lsq_st_writer_set_metadata(w, "labels", labels, err))) &&
-        !(s = lsq_st_writer_set_metadata(w, "preprocess", pp, err)) &&
-        !(s = lsq_st_writer_set_metadata(w, "calibration", calib, err)))
-        s = lsq_st_writer_save(w, out_path, err);
-    free(pp);
-    lsq_st_writer_free(w);
-    return s;
+    return write_file(c, out_path, 1, err);
 }
 
 lsq_status lsq_model_quantize(const char *fp32_path, const lsq_calib_options *opt, const float *inputs,
