@@ -15,10 +15,16 @@ tool's semantics, so both draw the same subsample. Then, per configuration:
             the sample in float64, is within 1e-3 relative of (or below) the MSE of torch's choice, and
             at least 90% of the quantizers agree to 1e-4 relative in s (and 1e-4 x the range in beta);
             min-max and LSQ inits have no search and must agree to 1e-5 on every quantizer;
-  network   the engine on the C-quantized file (integer path) against PyTorch's fake-quantized model
-            with its own calibration, on 64 seeded inputs: top-1 agreement >= 90% and median
-            max |logit error| <= 2% of the logit range (a flipped code anywhere moves logits by a
-            quantization step downstream; the calibration near-ties add a little more).
+  network   on 64 seeded inputs, the engine on the C-quantized file (integer path) against
+            (a) PyTorch's quantized model holding the file's quantizer tensors: median max |logit error|
+                <= 1e-3 x the logit range and top-1 agreement >= 90% (test_quant_reference.py's bounds:
+                float sums in another order flip a code now and then);
+            (b) PyTorch's model with its own calibration: top-1 agreement >= 80%, median max |logit
+                error| <= 15% of the range. Loose because a search near-tie that resolved the other
+                way changes one scale by ~1e-4, and these random 32x32 networks amplify that to a few
+                percent of the logit range (measured: 6.8% for efficientnet_b0 w4a4, 3 of 82
+                quantizers off by 1e-4, each with a lower MSE than torch's choice). Identical where
+                no search runs (min-max, LSQ).
 
 Plus: two runs give byte-identical files; the file loads and states its configuration; the tensor
 names are exactly those of quant.export_packed.
@@ -192,6 +198,9 @@ def main():
             agree += same
             e_ref, e_got = mse64(x, rs, rb, aq.n, aq.p), mse64(x, cs, cb, aq.n, aq.p)
             rel = (e_got - e_ref) / max(e_ref, 1e-30)
+            if not same:
+                tap.note(f"  {mname}: s {cs:.6g} vs torch {rs:.6g}, beta {cb:.6g} vs {rb:.6g} (range {rng:.4g}), "
+                         f"MSE {e_got:.6g} vs {e_ref:.6g}")
             rows.append((mname, rs, cs, rb, cb, rel))
             if rel > 1e-3:
                 worse.append(f"{mname}: mse {e_got:.4g} vs torch {e_ref:.4g} (s {cs:.5g}/{rs:.5g}, b {cb:.5g}/{rb:.5g})")
@@ -214,14 +223,28 @@ def main():
         if not tap.check(f"loads_and_runs_{name}", r.returncode == 0, r.stderr.strip()[:300]):
             continue
         y = np.fromfile(ypath, "<f4").reshape(64, CLASSES)
+        # (a) the file means what PyTorch means by it: PyTorch's model with C's quantizer tensors
+        qc = quant.create(arch, cfg, CLASSES)
+        quant.load_float_weights(qc, fm.state_dict())
+        qsd = {k: tensors[k].float() for k in qc.state_dict() if ".input_quant." in k or ".weight_quant." in k}
+        qc.load_state_dict(qsd, strict=False)
         with torch.no_grad():
-            ref = qm(test_x).numpy()
+            ref_c, ref = qc.eval()(test_x).numpy(), qm(test_x).numpy()
+        err = np.abs(y - ref_c).max(1)
+        lrange = float(ref_c.max() - ref_c.min())
+        top1 = float((y.argmax(1) == ref_c.argmax(1)).mean())
+        tap.note(f"{name}: engine on the C-quantized file vs PyTorch with its quantizer tensors: logit range {lrange:.3f}, "
+                 f"median max err {np.median(err):.2e}, top-1 agreement {top1:.3f}")
+        tap.check(f"network_{name}", top1 >= 0.9 and np.median(err) <= 1e-3 * lrange,
+                  f"top-1 {top1:.3f}, median err {np.median(err):.3g} vs range {lrange:.3g}")
+        # (b) against PyTorch's own calibration: the same where the searches agree; where a near-tie
+        # resolved differently (see act_params), the random 32x32 networks amplify a 1e-4 change in one
+        # scale to several percent of the logit range, so this bound is loose
         err = np.abs(y - ref).max(1)
-        lrange = float(ref.max() - ref.min())
         top1 = float((y.argmax(1) == ref.argmax(1)).mean())
-        tap.note(f"{name}: engine on C-quantized file vs PyTorch: logit range {lrange:.3f}, median max err "
-                 f"{np.median(err):.3e} ({np.median(err) / lrange:.2%} of range), top-1 agreement {top1:.3f}")
-        tap.check(f"network_{name}", top1 >= 0.9 and np.median(err) <= 0.02 * lrange,
+        tap.note(f"{name}: ... vs PyTorch's own calibration: median max err {np.median(err):.2e} "
+                 f"({np.median(err) / lrange:.2%} of range), top-1 agreement {top1:.3f}")
+        tap.check(f"network_vs_torch_calibration_{name}", top1 >= 0.8 and np.median(err) <= 0.15 * lrange,
                   f"top-1 {top1:.3f}, median err {np.median(err):.3g} vs range {lrange:.3g}")
 
     # determinism: a second run writes the same bytes
