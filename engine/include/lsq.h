@@ -107,8 +107,8 @@ LSQ_API lsq_status lsq_model_init_random(const char *arch, int num_classes, uint
  *
  * Weight scales per output channel by the mean +- 3 sigma rule (LSQ: 2 mean|w| / sqrt(p));
  * activation scale and offset by MSE search (or min-max; LSQ: 2 mean|x| / sqrt(p), offset 0) over
- * the inputs each quantizer sees in a float forward pass, quantizers off - the algorithm of
- * models/lsqnet/quant.py calibrate(), each input treated as one batch. The result is the packed
+ * the inputs each quantizer sees in a forward pass with float activations and the weights already
+ * quantized - the algorithm of models/lsqnet/quant.py calibrate(), each input treated as one batch. The result is the packed
  * deployable checkpoint (codes at their bit-width, BatchNorm folded). Deterministic: the same file,
  * options and inputs give a byte-identical output.
  * ------------------------------------------------------------------------------------------- */
@@ -125,7 +125,8 @@ typedef struct {
                              pass in bounded memory, so the count is needed up front */
 } lsq_calib_options;
 
-/* Load the FP32 checkpoint (timm names, float weights and BatchNorm) and plan the float forward pass. */
+/* Load the FP32 checkpoint (timm names, float weights and BatchNorm), set the weight scales and plan
+ * the observation pass (it writes and removes one temporary file under $TMPDIR or /tmp). */
 LSQ_API lsq_status lsq_calib_create(const char *fp32_path, const lsq_calib_options *opt, lsq_calib **out,
                                     lsq_error *err);
 /* The preprocessing calibration images need (the model's, at the calibration size); owned by c. */
