@@ -122,7 +122,8 @@ int cmd_quantize(int argc, char **argv)
     if (access(dir, W_OK) || (stat(out, &st) == 0 && S_ISDIR(st.st_mode)))
         return cli_error("quantize", "%s: cannot write the output (%s)", out,
                          access(dir, W_OK) ? "its folder is missing or not writable" : "it is a directory");
-    if (stat(data, &st) || !S_ISDIR(st.st_mode))
+    if (stat(data, &st)) return cli_error("quantize", "%s: calibration data not found", data);
+    if (!S_ISDIR(st.st_mode))
         return cli_error("quantize", "%s: calibration data must be a directory (IDX files, class folders, "
                                      "labels.txt or images)", data);
     if (lsq_dataset_open(data, split, &ds, &err)) {

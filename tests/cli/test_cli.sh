@@ -77,7 +77,7 @@ check bench_quantized_json $PY -c "
 import json; d=json.load(open('$T/benchq.json')); f=json.load(open('$T/bench.json'))
 assert d['config']=='w4a4' and d['size']==64 and 0 < d['p50_ms']
 assert 0.1 * f['model_bytes'] < d['model_bytes'] < 0.25 * f['model_bytes'], (d['model_bytes'], f['model_bytes'])"
-fails_with quantize_missing_calib 1 "nope.*must be a directory" "$LSQ" quantize --model "$MS" --config w4a4 --calib "$T/nope" --out "$T/q.st"
+fails_with quantize_missing_calib 1 "nope: calibration data not found" "$LSQ" quantize --model "$MS" --config w4a4 --calib "$T/nope" --out "$T/q.st"
 fails_with quantize_bad_config 1 "unknown configuration 'w9a9'" "$LSQ" quantize --model "$MS" --config w9a9 --calib "$T/calib" --out "$T/q.st"
 fails_with quantize_fp32_config 2 "fp32 has nothing to quantize" "$LSQ" quantize --model "$MS" --config fp32 --calib "$T/calib" --out "$T/q.st"
 fails_with quantize_unwritable_output 1 "cannot write the output" "$LSQ" quantize --model "$MS" --config w4a4 --calib "$T/calib" --out "$T/nodir/q.st"
