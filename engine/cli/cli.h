@@ -9,6 +9,7 @@ int cmd_init(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 
 

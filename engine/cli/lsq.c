@@ -21,6 +21,7 @@ static const struct {
     {"init", cmd_init, "write a checkpoint with seeded random weights"},
     {"bench", cmd_bench, "time batch-1 inference (p50/p90/p99)"},
     {"eval", cmd_eval, "accuracy and latency of configurations on a labelled dataset"},
+    {"quantize", cmd_quantize, "LSQ+ initialisation: FP32 checkpoint + calibration images -> packed model"},
     {"preprocess", cmd_preprocess, "decode + resize + crop + normalise an image to raw float32"},
 };
 

@@ -103,6 +103,46 @@ LSQ_API lsq_status lsq_model_init_random(const char *arch, int num_classes, uint
                                  lsq_error *err);
 
 /* ---------------------------------------------------------------------------------------------
+ * Quantization: LSQ+ initialisation of an FP32 checkpoint (`lsq quantize`)
+ *
+ * Weight scales per output channel by the mean +- 3 sigma rule (LSQ: 2 mean|w| / sqrt(p));
+ * activation scale and offset by MSE search (or min-max; LSQ: 2 mean|x| / sqrt(p), offset 0) over
+ * the inputs each quantizer sees in a forward pass with float activations and the weights already
+ * quantized - the algorithm of models/lsqnet/quant.py calibrate(), each input treated as one batch. The result is the packed
+ * deployable checkpoint (codes at their bit-width, BatchNorm folded). Deterministic: the same file,
+ * options and inputs give a byte-identical output.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct lsq_calib lsq_calib;
+
+typedef struct {
+    const char *config;   /* "wXaY" or "wXaY-lsq" (required; fp32 is refused) */
+    const char *act_init; /* "mse", "minmax" or "lsq"; NULL: the configuration's (mse; lsq for -lsq).
+                             The network input's signed quantizer uses mse unless this is minmax. */
+    const char *arch;     /* as lsq_load_options.arch */
+    int size;             /* calibration input size (square); <= 0: the model's preprocess input_size */
+    int num_inputs;       /* how many inputs lsq_calib_add will get, >= 1: the subsample is drawn in one
+                             pass in bounded memory, so the count is needed up front */
+} lsq_calib_options;
+
+/* Load the FP32 checkpoint (timm names, float weights and BatchNorm), set the weight scales and plan
+ * the observation pass (it writes and removes one temporary file under $TMPDIR or /tmp). */
+LSQ_API lsq_status lsq_calib_create(const char *fp32_path, const lsq_calib_options *opt, lsq_calib **out,
+                                    lsq_error *err);
+/* The preprocessing calibration images need (the model's, at the calibration size); owned by c. */
+LSQ_API const lsq_preprocess *lsq_calib_preprocess(const lsq_calib *c);
+/* Observe one input: float32 NCHW [1, 3, size, size], normalised. LSQ_ERR_ARG past num_inputs. */
+LSQ_API lsq_status lsq_calib_add(lsq_calib *c, const float *input, lsq_error *err);
+/* Initialise every quantizer (after exactly num_inputs inputs) and write the packed checkpoint
+ * atomically. */
+LSQ_API lsq_status lsq_calib_write(lsq_calib *c, const char *out_path, lsq_error *err);
+LSQ_API void lsq_calib_free(lsq_calib *c);
+
+/* All of the above in one call: inputs holds opt->num_inputs images of [3, size, size] floats. */
+LSQ_API lsq_status lsq_model_quantize(const char *fp32_path, const lsq_calib_options *opt, const float *inputs,
+                                      const char *out_path, lsq_error *err);
+
+/* ---------------------------------------------------------------------------------------------
  * Sessions
  * ------------------------------------------------------------------------------------------- */
 

@@ -6,6 +6,10 @@
  * PyTorch pads the fake-quantized tensor with real 0.0. Straightforward on purpose: one thread,
  * no fusion, every intermediate tensor materialised. It is what the integer path is checked
  * against, and it serves quantized checkpoints until the integer path exists.
+ *
+ * With an observer set (lsq_ref_set_observer) the quantizers are switched off and every
+ * conv/linear input is handed to the observer instead: the float forward pass LSQ+ calibration
+ * needs (calib.c), which also runs on an FP32 model.
  */
 #include "reference.h"
 
@@ -25,12 +29,19 @@ struct lsq_ref {
     size_t maxact;
     lsq_trace_fn trace;
     void *trace_user;
+    lsq_ref_observe_fn observe; /* set: run the float network, quantizers off (calibration) */
+    void *observe_user;
 };
 
 /* x_hat = s * code + offset of the input of conv c (and the trace's codes and pre-rounding values). */
 static void fake_quant(const lsq_ref *r, const lsq_conv *c, const float *in, float *out, size_t n)
 {
     const lsq_act_quant *q = &c->in;
+    if (r->observe) { /* calibration: the float network, each quantizer's input handed over as it is */
+        r->observe(r->observe_user, c->def, in, n);
+        if (out != in) memcpy(out, in, n * sizeof(float));
+        return;
+    }
     int32_t *codes = NULL;
     float *u = NULL;
     if (r->trace && (codes = malloc((n ? n : 1) * sizeof(int32_t))) && (u = malloc((n ? n : 1) * sizeof(float))))
@@ -48,6 +59,12 @@ void lsq_ref_set_trace(lsq_ref *r, lsq_trace_fn fn, void *user)
 {
     r->trace = fn;
     r->trace_user = user;
+}
+
+void lsq_ref_set_observer(lsq_ref *r, lsq_ref_observe_fn fn, void *user)
+{
+    r->observe = fn;
+    r->observe_user = user;
 }
 
 lsq_status lsq_ref_create(const lsq_model *m, int H, int W, lsq_ref **out, lsq_error *err)

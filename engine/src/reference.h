@@ -13,4 +13,10 @@ void lsq_ref_run(lsq_ref *r, const float *input_nchw, float *logits);
 void lsq_ref_free(lsq_ref *r);
 void lsq_ref_set_trace(lsq_ref *r, lsq_trace_fn fn, void *user);
 
+/* Calibration mode: quantizers off (the model may be FP32), and fn gets every conv/linear input
+ * before the layer reads it, in network order: x is NHWC with c->cin channels, n values (SE and
+ * classifier inputs: n = c->cin). fn NULL restores quantization. */
+typedef void (*lsq_ref_observe_fn)(void *user, const lsq_conv_def *c, const float *x, size_t n);
+void lsq_ref_set_observer(lsq_ref *r, lsq_ref_observe_fn fn, void *user);
+
 #endif

@@ -62,6 +62,29 @@ for k in ('arch','config','size','threads','iters','p50_ms','p90_ms','p99_ms','m
 assert d['arch']=='mixnet_s' and d['config']=='fp32' and d['size']==64 and d['iters']==3
 assert 0 < d['p50_ms'] <= d['p90_ms'] <= d['p99_ms'] and d['model_bytes'] > 1e6"
 
+# --- lsq quantize: a run, determinism, the bench of a quantized config, errors ---------------------------
+MS=$T/mixnet_s.st
+$PY -c "
+import numpy as np, os; from PIL import Image
+os.makedirs('$T/calib', exist_ok=True); r = np.random.default_rng(0)
+for i in range(6): Image.fromarray(r.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save('$T/calib/%d.png' % i)"
+check quantize_flat_image_folder "$LSQ" quantize --model "$MS" --config w4a4 --calib "$T/calib" --size 32 --out "$T/q1.st"
+"$LSQ" quantize --model "$MS" --config w4a4 --calib "$T/calib" --size 32 --out "$T/q2.st" >/dev/null 2>&1
+check quantize_deterministic cmp "$T/q1.st" "$T/q2.st"
+check quantize_output_loads bash -c "'$LSQ' inspect '$T/q1.st' | grep -q '^config: *w4a4'"
+"$LSQ" bench --arch mixnet_s --config w4a4 --size 64 --iters 3 --warmup 1 --json >"$T/benchq.json" 2>"$T/benchq.err"
+check bench_quantized_json $PY -c "
+import json; d=json.load(open('$T/benchq.json')); f=json.load(open('$T/bench.json'))
+assert d['config']=='w4a4' and d['size']==64 and 0 < d['p50_ms']
+assert 0.1 * f['model_bytes'] < d['model_bytes'] < 0.25 * f['model_bytes'], (d['model_bytes'], f['model_bytes'])"
+fails_with quantize_missing_calib 1 "nope: calibration data not found" "$LSQ" quantize --model "$MS" --config w4a4 --calib "$T/nope" --out "$T/q.st"
+fails_with quantize_bad_config 1 "unknown configuration 'w9a9'" "$LSQ" quantize --model "$MS" --config w9a9 --calib "$T/calib" --out "$T/q.st"
+fails_with quantize_fp32_config 2 "fp32 has nothing to quantize" "$LSQ" quantize --model "$MS" --config fp32 --calib "$T/calib" --out "$T/q.st"
+fails_with quantize_unwritable_output 1 "cannot write the output" "$LSQ" quantize --model "$MS" --config w4a4 --calib "$T/calib" --out "$T/nodir/q.st"
+fails_with quantize_quantized_input 1 "already quantized" "$LSQ" quantize --model "$T/q1.st" --config w4a4 --calib "$T/calib" --out "$T/q.st"
+fails_with quantize_missing_args 2 "required" "$LSQ" quantize --model "$MS" --config w4a4
+fails_with quantize_bad_init 2 "init is mse, minmax or lsq" "$LSQ" quantize --model "$MS" --config w4a4 --calib "$T/calib" --out "$T/q.st" --init median
+
 # --- bad input: clear errors, right exit codes ----------------------------------------------------------
 fails_with missing_model 1 "nope.safetensors" "$LSQ" infer --model "$T/nope.safetensors" --input "$T/x.f32" --shape 2,3,64,48 --output "$T/y.f32"
 head -c 1000 "$B0" >"$T/trunc.st"
