@@ -2,9 +2,11 @@
 # bench.sh BUILD [ROUNDS] [ITERS] - the engine against ONNX Runtime 1.30, side by side in one run.
 #
 # For efficientnet_b0 and mixnet_s at 224x224, batch 1: ROUNDS interleaved rounds of
-#   lsq bench (1 thread) | ONNX Runtime (1 thread) | lsq bench (2 threads)
-# on the same seeded random weights exported to ONNX (tests/bench/export_onnx.py), then the median
-# p50 of each and the ratios. Absolute times drift 30% between runs on shared machines: compare
+#   lsq bench fp32 (1 thread) | ONNX Runtime fp32 (1 thread) | lsq bench fp32 (2 threads) |
+#   lsq bench --config C (1 thread) for each C in BENCH_CONFIGS (default w8a8 w4a4 w3a3 w2a2)
+# on the same seeded random weights exported to ONNX (tests/bench/export_onnx.py; the quantized
+# configurations quantize them with lsq quantize's initialisation), then the median p50 of each
+# and the ratios: to ONNX Runtime's FP32, and the lower bit-widths to our w8a8. Absolute times drift 30% between runs on shared machines: compare
 # the ratios, which come from the same minutes. Results also go to BUILD/bench/results.json.
 # Needs node/npm (onnxruntime-node is installed into BUILD/bench/ort, offline-safe with
 # --ignore-scripts) and Debian's python3-torch for the ONNX export.
@@ -28,22 +30,37 @@ lsq=$root/$build/lsq
 archs=${BENCH_ARCHS:-efficientnet_b0 mixnet_s}
 echo "# $("$lsq" --version | tail -1)"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $rounds rounds x $iters iters"
+configs=${BENCH_CONFIGS-w8a8 w4a4 w3a3 w2a2}
+p50() { sed 's/.*"p50_ms":\([0-9.]*\).*/\1/'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { echo "$1 / $2" | bc -l | cut -c1-5 | sed 's/^\./0./'; }
 results=()
 for arch in $archs; do
     onnx=$out/$arch.onnx
     [ -e "$onnx" ] || /usr/bin/python3 "$root/tests/bench/export_onnx.py" "$arch" "$onnx" >/dev/null
-    l1=() o1=() l2=()
-    for r in $(seq "$rounds"); do
-        l1+=("$("$lsq" bench --arch "$arch" --iters "$iters" --threads 1 --json | sed 's/.*"p50_ms":\([0-9.]*\).*/\1/')")
-        o1+=("$(node "$root/tests/bench/ort_time.js" "$onnx" 1 "$iters" 224 | sed 's/.*"p50_ms":\([0-9.]*\).*/\1/')")
-        l2+=("$("$lsq" bench --arch "$arch" --iters "$iters" --threads 2 --json | sed 's/.*"p50_ms":\([0-9.]*\).*/\1/')")
+    declare -A t=()
+    for r in $(seq "$rounds"); do   # interleaved, so every column sees the same minutes
+        t[lsq1]+=" $("$lsq" bench --arch "$arch" --iters "$iters" --threads 1 --json | p50)"
+        t[ort1]+=" $(node "$root/tests/bench/ort_time.js" "$onnx" 1 "$iters" 224 | p50)"
+        t[lsq2]+=" $("$lsq" bench --arch "$arch" --iters "$iters" --threads 2 --json | p50)"
+        for c in $configs; do  # the seeded weights quantized by lsq quantize's initialisation
+            t[$c]+=" $("$lsq" bench --arch "$arch" --config "$c" --iters "$iters" --threads 1 --json | p50)"
+        done
     done
-    median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-    ml1=$(median "${l1[@]}") mo1=$(median "${o1[@]}") ml2=$(median "${l2[@]}")
-    printf '%-16s lsq 1t p50 %7.3f ms | onnxruntime 1t %7.3f ms | ratio %.3f | lsq 2t %7.3f ms | 2t/1t %.3f\n' \
-        "$arch" "$ml1" "$mo1" "$(echo "$ml1 / $mo1" | bc -l)" "$ml2" "$(echo "$ml2 / $ml1" | bc -l)"
-    printf '                 rounds: lsq1 %s | ort1 %s | lsq2 %s\n' "${l1[*]}" "${o1[*]}" "${l2[*]}"
-    results+=("{\"arch\":\"$arch\",\"size\":224,\"lsq_1t_p50_ms\":$ml1,\"ort_1t_p50_ms\":$mo1,\"lsq_2t_p50_ms\":$ml2,\"ratio_lsq_ort\":$(echo "$ml1 / $mo1" | bc -l | cut -c1-6),\"ratio_2t_1t\":$(echo "$ml2 / $ml1" | bc -l | cut -c1-6)}")
+    declare -A m=()
+    for k in "${!t[@]}"; do m[$k]=$(median ${t[$k]}); done
+    printf '%-16s lsq fp32 1t p50 %7.3f ms | onnxruntime fp32 1t %7.3f ms | ratio %s | lsq fp32 2t %7.3f ms | 2t/1t %s\n' \
+        "$arch" "${m[lsq1]}" "${m[ort1]}" "$(ratio "${m[lsq1]}" "${m[ort1]}")" "${m[lsq2]}" "$(ratio "${m[lsq2]}" "${m[lsq1]}")"
+    json="\"arch\":\"$arch\",\"size\":224,\"lsq_1t_p50_ms\":${m[lsq1]},\"ort_1t_p50_ms\":${m[ort1]},\"lsq_2t_p50_ms\":${m[lsq2]}"
+    json+=",\"ratio_lsq_ort\":$(ratio "${m[lsq1]}" "${m[ort1]}"),\"ratio_2t_1t\":$(ratio "${m[lsq2]}" "${m[lsq1]}")"
+    for c in $configs; do
+        vs8=""; [ -n "${m[w8a8]:-}" ] && vs8=" | vs lsq w8a8 $(ratio "${m[$c]}" "${m[w8a8]}")"
+        printf '%-16s lsq %-5s 1t p50 %7.3f ms | vs onnxruntime fp32 %s%s\n' "" "$c" "${m[$c]}" "$(ratio "${m[$c]}" "${m[ort1]}")" "$vs8"
+        json+=",\"${c}_1t_p50_ms\":${m[$c]},\"ratio_${c}_ort\":$(ratio "${m[$c]}" "${m[ort1]}")"
+    done
+    for k in lsq1 ort1 lsq2 $configs; do printf '                 rounds %-5s %s\n' "$k" "${t[$k]# }"; done
+    results+=("{$json}")
+    unset t m
 done
 (IFS=,; echo "[${results[*]}]") >"$out/results.json"
 
