@@ -36,17 +36,17 @@ static float *synthetic_inputs(int n, long size)
 }
 
 static const char bench_help[] =
-    "usage: lsq bench --arch A [--config fp32] [--model M] [--size 224] [--threads T] [--iters K]\n"
+    "usage: lsq bench (--arch A | --model M) [--config C] [--size 224] [--threads T] [--iters K]\n"
     "                 [--warmup W] [--json]\n"
     "Times batch-1 inference. --json prints one object: {\"arch\",\"config\",\"size\",\"threads\",\n"
     "\"iters\",\"p50_ms\",\"p90_ms\",\"p99_ms\",\"min_ms\",\"model_bytes\"}.\n"
     "Without --model: lsq init's seeded weights (seed 0, 1000 classes); a quantized --config quantizes them\n"
     "first (lsq quantize's initialisation, calibrated on 8 seeded normal images at --size) and model_bytes\n"
-    "is the packed file's size.\n";
+    "is the packed file's size. With --model: the file's own configuration unless --config.\n";
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *arch = NULL, *model = NULL, *config = "fp32";
+    const char *arch = NULL, *model = NULL, *config = NULL; /* NULL: the file's own (fp32 without --model) */
     long size = 224, threads = 1, iters = 50, warmup = 5;
     int json = 0;
     static const struct option opts[] = {
@@ -81,6 +81,7 @@ int cmd_bench(int argc, char **argv)
     char tmp[64] = "", qtmp[64] = "";
     lsq_error err = {{0}};
     if (!model) {
+        if (!config) config = "fp32";
         snprintf(tmp, sizeof tmp, "/tmp/lsq-bench-%d.safetensors", (int)getpid());
         if (lsq_model_init_random(arch, 1000, 0, tmp, &err)) return cli_error("bench", "%s", err.msg);
         model = tmp;

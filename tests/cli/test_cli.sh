@@ -77,6 +77,10 @@ check bench_quantized_json $PY -c "
 import json; d=json.load(open('$T/benchq.json')); f=json.load(open('$T/bench.json'))
 assert d['config']=='w4a4' and d['size']==64 and 0 < d['p50_ms']
 assert 0.1 * f['model_bytes'] < d['model_bytes'] < 0.25 * f['model_bytes'], (d['model_bytes'], f['model_bytes'])"
+"$LSQ" bench --model "$T/q1.st" --size 32 --iters 3 --warmup 1 --json >"$T/benchf.json" 2>"$T/benchf.err"
+check bench_packed_file_own_config $PY -c "
+import json, os; d=json.load(open('$T/benchf.json'))
+assert d['config']=='w4a4' and d['model_bytes']==os.path.getsize('$T/q1.st'), d"
 fails_with quantize_missing_calib 1 "nope: calibration data not found" "$LSQ" quantize --model "$MS" --config w4a4 --calib "$T/nope" --out "$T/q.st"
 fails_with quantize_bad_config 1 "unknown configuration 'w9a9'" "$LSQ" quantize --model "$MS" --config w9a9 --calib "$T/calib" --out "$T/q.st"
 fails_with quantize_fp32_config 2 "fp32 has nothing to quantize" "$LSQ" quantize --model "$MS" --config fp32 --calib "$T/calib" --out "$T/q.st"
