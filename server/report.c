@@ -119,13 +119,15 @@ void report_measure_benchmarks(report *r)
 
 /* ==== accuracy cache =========================================================================== */
 
-/* Hash of everything the accuracy depends on; 0 when the checkpoint cannot be read. */
+/* Hash of everything the accuracy depends on; 0 when the checkpoint cannot be read (or was
+ * calibrated in memory: then there is no file, and no cache either). */
 static uint64_t accuracy_key(const model_entry *e, int dataset_size, int limit)
 {
+    if (!e->file) return 0;
     char extra[1024];
     snprintf(extra, sizeof extra, "|%s|%s|%s|%s|%s|%d|%d", e->mc->config, LSQ_VERSION, LSQ_SERVER_BUILD,
              lsq_runtime_describe(), e->mm->dataset_path, dataset_size, limit);
-    return cache_key(e->mc->file, extra);
+    return cache_key(e->file, extra);
 }
 
 static int accuracy_path(const report *r, uint64_t key, char *out, size_t len, char *dir, size_t dirlen)
@@ -227,7 +229,7 @@ static void measure_one(report *r, int i)
             char tmp[1200];
             snprintf(tmp, sizeof tmp, "%s.tmp", path);
             json_t *c = json_pack("{s:s,s:s,s:s,s:i,s:i,s:i}", "model", e->mm->name, "config", e->mc->config,
-                                  "file", e->mc->file, "images", er.images, "top1", er.top1, "top5", er.top5);
+                                  "file", e->file, "images", er.images, "top1", er.top1, "top5", er.top5);
             if (c && !json_dump_file(c, tmp, JSON_COMPACT | JSON_REAL_PRECISION(9)) && !rename(tmp, path)) {
                 /* cached */
             } else {
@@ -328,6 +330,16 @@ char *report_render(report *r, size_t *len)
                               "description", e->mm->description, "bits", "weights", e->wbits, "activations", e->abits,
                               "model_bytes", (json_int_t)e->file_bytes, "input_size", e->input_size, "classes",
                               e->classes, "accuracy", acc, "latency_ms", "benchmark", bench, "live", live);
+        json_object_set_new(o, "source", json_string(registry_source(e)));
+        if (e->mc->calibrated) {
+            const manifest_calibration *c = &e->mm->calib;
+            json_t *cal = json_pack("{s:s,s:s,s:s,s:i,s:i,s:s,s:s}", "from", e->mc->file, "path", c->path, "split",
+                                    c->split, "images", e->calib.images, "dataset_size", e->calib.total, "init",
+                                    c->init ? c->init : "default", "cache", calib_cache_to_string(e->calib.cache));
+            if (e->calib.cache != CALIB_CACHE_HIT) json_object_set_new(cal, "seconds", json_real(e->calib.seconds));
+            if (e->file) json_object_set_new(cal, "file", json_string(e->file));
+            json_object_set_new(o, "calibration", cal);
+        }
         json_array_append_new(arr, o);
     }
     char *s = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(9));
