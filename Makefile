@@ -91,7 +91,8 @@ $(CLI): $(CLI_OBJ) $(LIB_A)
 $(SERVER): $(SERVER_OBJ) $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $(SERVER_OBJ) $(LIB_A) $(SERVER_LIBS) $(LDLIBS)
 $(BUILD)/obj/server/web.o: server/web/index.html
-$(BUILD)/obj/server/main.o $(BUILD)/obj/server/options.o $(BUILD)/obj/server/report.o: CFLAGS += \
+$(BUILD)/obj/server/main.o $(BUILD)/obj/server/options.o $(BUILD)/obj/server/report.o \
+$(BUILD)/obj/server/calibrate.o: CFLAGS += \
     -DLSQ_SERVER_BUILD='"git $(GIT_REV)"' -DLSQ_SERVER_SHARE='"$(PREFIX)/share/lsq"'
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB_A)
 	@mkdir -p $(dir $@)

@@ -29,12 +29,13 @@ char *endpoint_models(const model_registry *reg)
     json_t *a = json_array();
     for (int i = 0; i < reg->n; i++) {
         const model_entry *e = &reg->entries[i];
-        json_array_append_new(a, json_pack("{s:s,s:s,s:s,s:b,s:s,s:{s:i,s:i},s:i,s:i,s:I,s:s}", "model", e->mm->name,
-                                           "config", e->mc->config, "arch", lsq_model_arch(e->model), "default",
-                                           e->is_default, "description", e->mm->description, "bits", "weights",
-                                           e->wbits, "activations", e->abits, "input_size", e->input_size,
-                                           "classes", e->classes, "model_bytes", (json_int_t)e->file_bytes,
-                                           "dataset", e->mm->dataset_name ? e->mm->dataset_name : ""));
+        json_array_append_new(a, json_pack("{s:s,s:s,s:s,s:s,s:b,s:s,s:{s:i,s:i},s:i,s:i,s:I,s:s}", "model",
+                                           e->mm->name, "config", e->mc->config, "source", registry_source(e), "arch",
+                                           lsq_model_arch(e->model), "default", e->is_default, "description",
+                                           e->mm->description, "bits", "weights", e->wbits, "activations", e->abits,
+                                           "input_size", e->input_size, "classes", e->classes, "model_bytes",
+                                           (json_int_t)e->file_bytes, "dataset",
+                                           e->mm->dataset_name ? e->mm->dataset_name : ""));
     }
     return dump(a);
 }

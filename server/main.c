@@ -1,5 +1,5 @@
-/* main.c - lsq-server: start-up (options, manifest, models, warm-up, benchmark), serving, and the
- * SIGTERM/SIGINT drain. */
+/* main.c - lsq-server: start-up (options, manifest, models and their calibration, warm-up,
+ * benchmark), serving, and the SIGTERM/SIGINT drain. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "http.h"
 #include "lsq.h"
 #include "metrics.h"
@@ -90,15 +91,18 @@ int main(int argc, char **argv)
               opt.models_dir);
         return 1;
     }
-    if (registry_load(&reg, opt.models_dir, err, sizeof err)) {
+    char cachebuf[PATH_MAX];
+    const char *cache = cache_dir(&opt, cachebuf, sizeof cachebuf);
+    if (registry_load(&reg, opt.models_dir, cache, err, sizeof err)) {
         logf_("cannot load the models: %s", err);
         return 1;
     }
     for (int i = 0; i < reg.n; i++) {
         const model_entry *e = &reg.entries[i];
-        logf_("model %s config %s%s: %s, %d classes, %dx%d input, %lld bytes, %s", e->mm->name, e->mc->config,
-              e->is_default ? " (default)" : "", lsq_model_arch(e->model), e->classes, e->input_size, e->input_size,
-              (long long)e->file_bytes, e->mc->file);
+        logf_("model %s config %s%s%s: %s, %d classes, %dx%d input, %lld bytes, %s", e->mm->name, e->mc->config,
+              e->is_default ? " (default)" : "", e->mc->calibrated ? " (calibrated)" : "", lsq_model_arch(e->model),
+              e->classes, e->input_size, e->input_size, (long long)e->file_bytes,
+              e->file ? e->file : "in memory");
     }
     metrics *met = metrics_create(&reg);
     report *rep = met ? report_create(&reg, &opt, met) : NULL;

@@ -1,9 +1,10 @@
 /* manifest.c - reads and validates manifest.json: models, their configurations and datasets.
  *
- * Paths in the manifest are relative to its folder unless absolute. "extra_configs" (FP32
- * checkpoints served at extra bit-widths through C calibration) is refused: the engine has no
- * calibration (`lsq quantize`) yet, and a manifest that asks for it should not start silently
- * without those configurations. */
+ * Paths in the manifest are relative to its folder unless absolute. A model's "extra_configs" are
+ * configurations made at start-up from its "fp32" checkpoint by the engine's calibration
+ * (server/calibrate.c); they are appended to its configs, marked calibrated, and everything else
+ * (lookup, default, report, metrics) treats them as any other configuration. Their names are
+ * checked here, so that a typo fails before minutes of calibrating the others. */
 #include "manifest.h"
 
 #include <jansson.h>
@@ -60,6 +61,92 @@ static const char *get_str(json_t *obj, const char *key, int required, const cha
 
 #define DUP(s) ((s) ? strdup(s) : NULL)
 
+/* What the engine's calibration makes: wXaY or wXaY-lsq, X and Y in 2..8 (the grammar of the
+ * engine's configuration names, lsq_qconfig_parse; the engine would refuse anything else, later). */
+static int calibratable(const char *c)
+{
+    int w, a, n = 0;
+    return sscanf(c, "w%1da%1d%n", &w, &a, &n) == 2 && n > 0 && w >= 2 && w <= 8 && a >= 2 && a <= 8 &&
+           (c[n] == 0 || !strcmp(c + n, "-lsq"));
+}
+
+/* "calibration": {"path", "split", "images", "init"}; without it, the dataset's train split. */
+static int parse_calibration(json_t *jm, const char *dir, manifest_model *m, int n_extra, const char *where, char *err,
+                             size_t len)
+{
+    int bad = 0;
+    json_t *jc = json_object_get(jm, "calibration");
+    manifest_calibration *c = &m->calib;
+    if (!jc || json_is_null(jc)) {
+        if (!n_extra) return 0;
+        if (!m->dataset_path)
+            return fail(err, len,
+                        "%s: \"extra_configs\" needs calibration images: a \"calibration\": {\"path\": ...} entry, "
+                        "or a \"dataset\" (its train split is used)",
+                        where);
+        c->path = strdup(m->dataset_path);
+        c->split = strdup("train");
+        c->images = 256;
+        return c->path && c->split ? 0 : fail(err, len, "out of memory");
+    }
+    char w2[4600];
+    snprintf(w2, sizeof w2, "%s: calibration", where);
+    if (!json_is_object(jc)) return fail(err, len, "%s: must be an object", w2);
+    const char *path = get_str(jc, "path", 1, w2, err, len, &bad);
+    const char *split = get_str(jc, "split", 0, w2, err, len, &bad);
+    const char *init = get_str(jc, "init", 0, w2, err, len, &bad);
+    if (bad) return -1;
+    if (split && strcmp(split, "train") && strcmp(split, "test"))
+        return fail(err, len, "%s: \"split\" must be \"train\" or \"test\"", w2);
+    if (init && strcmp(init, "mse") && strcmp(init, "minmax") && strcmp(init, "lsq"))
+        return fail(err, len, "%s: \"init\" must be \"mse\", \"minmax\" or \"lsq\"", w2);
+    json_t *ji = json_object_get(jc, "images");
+    if (ji && !(json_is_integer(ji) && json_integer_value(ji) >= 1 && json_integer_value(ji) <= 1000000))
+        return fail(err, len, "%s: \"images\" must be an integer in 1..1000000", w2);
+    c->path = resolve(dir, path);
+    c->split = strdup(split ? split : "train");
+    c->init = DUP(init);
+    c->images = ji ? (int)json_integer_value(ji) : 256;
+    return c->path && c->split && (!init || c->init) ? 0 : fail(err, len, "out of memory");
+}
+
+/* Append "extra_configs" to m->configs as calibrated configurations of the "fp32" checkpoint. */
+static int parse_extra(json_t *extra, manifest_model *m, const char *where, char *err, size_t len)
+{
+    int n_extra = (int)json_array_size(extra), fp32 = -1;
+    for (int k = 0; k < m->n_configs; k++)
+        if (!strcmp(m->configs[k].config, "fp32")) fp32 = k;
+    if (fp32 < 0)
+        return fail(err, len,
+                    "%s: \"extra_configs\" needs an \"fp32\" entry under \"configs\": the FP32 checkpoint they are "
+                    "calibrated from",
+                    where);
+    manifest_config *cs = realloc(m->configs, (size_t)(m->n_configs + n_extra) * sizeof *cs);
+    if (!cs) return fail(err, len, "out of memory");
+    m->configs = cs;
+    int trained = m->n_configs;
+    for (int k = 0; k < n_extra; k++) {
+        json_t *jx = json_array_get(extra, (size_t)k);
+        const char *cn = json_string_value(jx);
+        if (!json_is_string(jx)) return fail(err, len, "%s: extra_configs[%d] must be a string", where, k);
+        if (!strcmp(cn, "fp32"))
+            return fail(err, len, "%s: extra_configs[%d]: \"fp32\" is the checkpoint itself; list quantized "
+                                  "configurations (wXaY or wXaY-lsq)", where, k);
+        if (!calibratable(cn))
+            return fail(err, len, "%s: extra_configs[%d]: unknown configuration \"%.64s\" (calibration makes wXaY or "
+                                  "wXaY-lsq, X and Y in 2..8)", where, k, cn);
+        for (int j = 0; j < m->n_configs; j++)
+            if (!strcmp(m->configs[j].config, cn))
+                return fail(err, len, j < trained ? "%s: extra_configs[%d]: \"%s\" is also listed under \"configs\""
+                                                  : "%s: extra_configs[%d]: duplicate config \"%s\"", where, k, cn);
+        manifest_config *c = &m->configs[m->n_configs];
+        *c = (manifest_config){.config = strdup(cn), .file = strdup(m->configs[fp32].file), .calibrated = 1};
+        m->n_configs++;
+        if (!c->config || !c->file) return fail(err, len, "out of memory");
+    }
+    return 0;
+}
+
 int manifest_load(const char *dir, manifest *out, char *err, size_t len)
 {
     memset(out, 0, sizeof *out);
@@ -108,14 +195,6 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
         m->name = strdup(name);
         m->arch = DUP(arch);
         m->description = strdup(desc ? desc : "");
-        json_t *extra = json_object_get(jm, "extra_configs");
-        if (extra && !(json_is_array(extra) && json_array_size(extra) == 0)) {
-            bad = fail(err, len,
-                       "%s: \"extra_configs\" is not supported yet (C calibration, `lsq quantize`, is not built); "
-                       "list quantized checkpoints under \"configs\" instead",
-                       where);
-            break;
-        }
         json_t *ds = json_object_get(jm, "dataset");
         if (ds && !json_is_null(ds)) {
             if (!json_is_object(ds)) {
@@ -164,6 +243,14 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
             m->configs[k].log = log ? resolve(dir, log) : NULL;
         }
         if (bad) break;
+        json_t *extra = json_object_get(jm, "extra_configs");
+        if (extra && !json_is_array(extra)) {
+            bad = fail(err, len, "%s: \"extra_configs\" must be an array of configuration names", where);
+            break;
+        }
+        int n_extra = extra ? (int)json_array_size(extra) : 0;
+        if (n_extra && (bad = parse_extra(extra, m, where, err, len))) break;
+        if ((bad = parse_calibration(jm, dir, m, n_extra, where, err, len))) break;
         const char *d = def ? def : m->configs[0].config;
         int found = 0;
         for (int k = 0; k < m->n_configs; k++) found |= !strcmp(m->configs[k].config, d);
@@ -196,6 +283,9 @@ void manifest_free(manifest *m)
         free(x->dataset_name);
         free(x->dataset_path);
         free(x->dataset_split);
+        free(x->calib.path);
+        free(x->calib.split);
+        free(x->calib.init);
     }
     free(m->models);
     free(m->dir);

@@ -1,4 +1,5 @@
-/* models.c - loads every configuration listed in the manifest through the engine. */
+/* models.c - loads every configuration listed in the manifest through the engine; the calibrated ones
+ * (extra_configs) through calibrate.c. */
 #include "models.h"
 
 #include <stdio.h>
@@ -13,7 +14,7 @@ static void config_bits(const char *c, int *w, int *a)
     if (sscanf(c, "w%da%d", &x, &y) == 2 && x > 0 && x <= 32 && y > 0 && y <= 32) *w = x, *a = y;
 }
 
-int registry_load(model_registry *r, const char *dir, char *err, size_t errlen)
+int registry_load(model_registry *r, const char *dir, const char *cache_dir, char *err, size_t errlen)
 {
     memset(r, 0, sizeof *r);
     if (manifest_load(dir, &r->man, err, errlen)) return -1;
@@ -27,17 +28,29 @@ int registry_load(model_registry *r, const char *dir, char *err, size_t errlen)
     }
     for (int i = 0; i < r->man.n_models; i++) {
         const manifest_model *mm = &r->man.models[i];
+        lsq_dataset *calib_data = NULL; /* opened by the first calibrated configuration */
         for (int k = 0; k < mm->n_configs; k++) {
             model_entry *e = &r->entries[r->n];
             e->id = r->n;
             e->mm = mm;
             e->mc = &mm->configs[k];
-            lsq_error le = {{0}};
-            lsq_load_options lo = {.arch = mm->arch, .config = e->mc->config};
-            if (lsq_model_load(e->mc->file, &lo, &e->model, &le)) {
-                snprintf(err, errlen, "model \"%s\" config \"%s\": %s", mm->name, e->mc->config, le.msg);
-                registry_free(r);
-                return -1;
+            if (e->mc->calibrated) {
+                if (calibrate_load(&r->man, mm, e->mc, cache_dir, &calib_data, &e->model, &e->calib, err, errlen)) {
+                    lsq_dataset_free(calib_data);
+                    registry_free(r);
+                    return -1;
+                }
+                e->file = e->calib.file;
+            } else {
+                lsq_error le = {{0}};
+                lsq_load_options lo = {.arch = mm->arch, .config = e->mc->config};
+                if (lsq_model_load(e->mc->file, &lo, &e->model, &le)) {
+                    snprintf(err, errlen, "model \"%s\" config \"%s\": %s", mm->name, e->mc->config, le.msg);
+                    lsq_dataset_free(calib_data);
+                    registry_free(r);
+                    return -1;
+                }
+                e->file = e->mc->file;
             }
             r->n++;
             e->input_size = lsq_model_preprocess(e->model)->input_size;
@@ -46,13 +59,17 @@ int registry_load(model_registry *r, const char *dir, char *err, size_t errlen)
             e->is_default = !strcmp(mm->default_config, e->mc->config);
             config_bits(e->mc->config, &e->wbits, &e->abits);
         }
+        lsq_dataset_free(calib_data);
     }
     return 0;
 }
 
 void registry_free(model_registry *r)
 {
-    for (int i = 0; i < r->n; i++) lsq_model_free(r->entries[i].model);
+    for (int i = 0; i < r->n; i++) {
+        lsq_model_free(r->entries[i].model);
+        free(r->entries[i].calib.file);
+    }
     free(r->entries);
     manifest_free(&r->man);
     memset(r, 0, sizeof *r);
@@ -69,4 +86,9 @@ const model_entry *registry_find(const model_registry *r, const char *model, con
         if (config && *config ? !strcmp(e->mc->config, config) : e->is_default) return e;
     }
     return NULL;
+}
+
+const char *registry_source(const model_entry *e)
+{
+    return e->mc->calibrated ? "calibrated" : "trained";
 }

@@ -31,7 +31,7 @@ static const char usage[] =
     "  --eval MODE         accuracy at start-up: background, startup or off          [LSQ_EVAL]\n"
     "  --eval-limit N      images per configuration (default 0 = whole dataset)      [LSQ_EVAL_LIMIT]\n"
     "  --bench-iters N     timed runs of the start-up benchmark (default 20)         [LSQ_BENCH_ITERS]\n"
-    "  --cache-dir DIR     accuracy cache ('' = none; default ~/.cache/lsq)          [LSQ_CACHE_DIR]\n"
+    "  --cache-dir DIR     accuracy + calibration cache ('' = none; ~/.cache/lsq)    [LSQ_CACHE_DIR]\n"
     "  --max-connections N concurrent connections (default 1024)                     [LSQ_MAX_CONNECTIONS]\n"
     "  --no-access-log     no per-request log line on stdout                         [LSQ_ACCESS_LOG=0]\n"
     "  --version           print the version, kernels and BLAS core\n"

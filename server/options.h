@@ -25,7 +25,7 @@ typedef struct {
     eval_mode eval;
     int eval_limit;          /* images per configuration; 0 = the whole dataset */
     int bench_iters;         /* timed runs of the start-up benchmark */
-    const char *cache_dir;   /* accuracy cache; "" = none */
+    const char *cache_dir;   /* accuracy and calibration cache; "" = none, NULL = the default (cache.h) */
     long long max_pixels;    /* decoded image limit */
     int max_connections;
     int access_log;          /* 1: one line per request on stdout */

@@ -17,9 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
+#include "cache.h"
 #include "version.h"
 
 typedef enum { ACC_PENDING, ACC_MEASURING, ACC_MEASURED, ACC_CACHED, ACC_UNAVAILABLE, ACC_OFF, ACC_ERROR } acc_state;
@@ -119,55 +119,25 @@ void report_measure_benchmarks(report *r)
 
 /* ==== accuracy cache =========================================================================== */
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+/* Hash of everything the accuracy depends on; 0 when the checkpoint cannot be read (or was
+ * calibrated in memory: then there is no file, and no cache either). */
+static uint64_t accuracy_key(const model_entry *e, int dataset_size, int limit)
 {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-
-/* Hash of everything the accuracy depends on; 0 when the checkpoint cannot be read. */
-static uint64_t cache_key(const model_entry *e, int dataset_size, int limit)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    FILE *f = fopen(e->mc->file, "rb");
-    if (!f) return 0;
-    static __thread uint8_t buf[1 << 16];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) h = fnv1a(h, buf, n);
-    fclose(f);
+    if (!e->file) return 0;
     char extra[1024];
     snprintf(extra, sizeof extra, "|%s|%s|%s|%s|%s|%d|%d", e->mc->config, LSQ_VERSION, LSQ_SERVER_BUILD,
              lsq_runtime_describe(), e->mm->dataset_path, dataset_size, limit);
-    return fnv1a(h, extra, strlen(extra)) | 1;
+    return cache_key(e->file, extra);
 }
 
-static int cache_path(const report *r, uint64_t key, char *out, size_t len)
+static int accuracy_path(const report *r, uint64_t key, char *out, size_t len, char *dir, size_t dirlen)
 {
-    const char *dir = r->opt->cache_dir;
     char def[1024];
-    if (!dir) {
-        const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-        if (xdg && *xdg) snprintf(def, sizeof def, "%s/lsq", xdg);
-        else if (home && *home) snprintf(def, sizeof def, "%s/.cache/lsq", home);
-        else return -1;
-        dir = def;
-    }
-    if (!*dir) return -1;
-    int n = snprintf(out, len, "%s/accuracy-%016llx.json", dir, (unsigned long long)key);
+    const char *d = cache_dir(r->opt, def, sizeof def);
+    if (!d) return -1;
+    snprintf(dir, dirlen, "%s", d);
+    int n = snprintf(out, len, "%s/accuracy-%016llx.json", d, (unsigned long long)key);
     return n < 0 || (size_t)n >= len ? -1 : 0;
-}
-
-static void mkdirs(const char *file)
-{
-    char d[1200];
-    snprintf(d, sizeof d, "%s", file);
-    for (char *p = d + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(d, 0755);
-            *p = '/';
-        }
 }
 
 /* ==== accuracy ================================================================================= */
@@ -205,9 +175,9 @@ static void measure_one(report *r, int i)
     }
     int size = lsq_dataset_size(ds), limit = r->opt->eval_limit;
     int n = limit > 0 && limit < size ? limit : size;
-    uint64_t key = cache_key(e, size, n);
-    char path[1100];
-    int have_path = key && !cache_path(r, key, path, sizeof path);
+    uint64_t key = accuracy_key(e, size, n);
+    char path[1100], dir[1024];
+    int have_path = key && !accuracy_path(r, key, path, sizeof path, dir, sizeof dir);
     if (have_path) {
         json_t *c = json_load_file(path, 0, NULL);
         json_t *t1 = json_object_get(c, "top1"), *t5 = json_object_get(c, "top5"), *im = json_object_get(c, "images");
@@ -255,11 +225,11 @@ static void measure_one(report *r, int i)
                 e->mc->config, 100.0 * er.top1 / er.images, 100.0 * er.top5 / er.images, er.images,
                 e->mm->dataset_name, x->seconds);
         if (have_path) {
-            mkdirs(path);
+            cache_mkdirs(dir);
             char tmp[1200];
             snprintf(tmp, sizeof tmp, "%s.tmp", path);
             json_t *c = json_pack("{s:s,s:s,s:s,s:i,s:i,s:i}", "model", e->mm->name, "config", e->mc->config,
-                                  "file", e->mc->file, "images", er.images, "top1", er.top1, "top5", er.top5);
+                                  "file", e->file, "images", er.images, "top1", er.top1, "top5", er.top5);
             if (c && !json_dump_file(c, tmp, JSON_COMPACT | JSON_REAL_PRECISION(9)) && !rename(tmp, path)) {
                 /* cached */
             } else {
@@ -360,6 +330,16 @@ char *report_render(report *r, size_t *len)
                               "description", e->mm->description, "bits", "weights", e->wbits, "activations", e->abits,
                               "model_bytes", (json_int_t)e->file_bytes, "input_size", e->input_size, "classes",
                               e->classes, "accuracy", acc, "latency_ms", "benchmark", bench, "live", live);
+        json_object_set_new(o, "source", json_string(registry_source(e)));
+        if (e->mc->calibrated) {
+            const manifest_calibration *c = &e->mm->calib;
+            json_t *cal = json_pack("{s:s,s:s,s:s,s:i,s:i,s:s,s:s}", "from", e->mc->file, "path", c->path, "split",
+                                    c->split, "images", e->calib.images, "dataset_size", e->calib.total, "init",
+                                    c->init ? c->init : "default", "cache", calib_cache_to_string(e->calib.cache));
+            if (e->calib.cache != CALIB_CACHE_HIT) json_object_set_new(cal, "seconds", json_real(e->calib.seconds));
+            if (e->file) json_object_set_new(cal, "file", json_string(e->file));
+            json_object_set_new(o, "calibration", cal);
+        }
         json_array_append_new(arr, o);
     }
     char *s = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(9));

@@ -1,6 +1,7 @@
 """test_server.py - lsq-server over real HTTP: every endpoint, every error path, concurrency, the
-drain. Starts the real build/lsq-server on small models (make_models.py) and checks answers against
-the engine's own CLI (`lsq classify`, `lsq infer`, `lsq eval`) on the same files.
+drain, extra configurations calibrated at start-up. Starts the real build/lsq-server on small models
+(make_models.py) and checks answers against the engine's own CLI (`lsq classify`, `lsq infer`, `lsq eval`,
+`lsq quantize`) on the same files.
 
 Run by tests/run.sh (suite "server") under /usr/bin/python3; prints ok / not ok lines."""
 import base64
@@ -74,17 +75,193 @@ def test_startup(models):
     bad = os.path.join(TMP, "server-bad-manifest")
     os.makedirs(bad, exist_ok=True)
     man = json.load(open(os.path.join(models, "manifest.json")))
-    man["models"][0]["extra_configs"] = ["w8a8"]
     for c in man["models"][0]["configs"] + man["models"][1]["configs"]:
         c["file"] = os.path.join(models, c["file"])
-    json.dump(man, open(os.path.join(bad, "manifest.json"), "w"))
-    r = subprocess.run([SERVER, "--models", bad, "--port", "0"], capture_output=True, text=True)
-    tap.check("extra_configs_refused", r.returncode == 1 and "not supported yet" in r.stderr, r.stderr)
-    man["models"][0].pop("extra_configs")
     man["models"][0]["default_config"] = "w9a9"
     json.dump(man, open(os.path.join(bad, "manifest.json"), "w"))
     r = subprocess.run([SERVER, "--models", bad, "--port", "0"], capture_output=True, text=True)
     tap.check("bad_default_config_refused", r.returncode == 1 and "w9a9" in r.stderr, r.stderr)
+
+
+# =============================================================================================
+# extra_configs: FP32 checkpoints served at extra bit-widths through the C calibration
+# =============================================================================================
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def extra_manifest(models, dirname, **changes):
+    """mixnet_s-test alone, absolute paths, with extra_configs and a calibration set (16 training images);
+    changes replace (None: remove) fields of the model."""
+    man = json.load(open(os.path.join(models, "manifest.json")))
+    m = man["models"][0]
+    for c in m["configs"]:
+        c["file"] = os.path.join(models, c["file"])
+    m["extra_configs"] = ["w3a3", "w2a2-lsq"]
+    m["calibration"] = {"path": FMNIST, "split": "train", "images": 16}
+    for k, v in changes.items():
+        if v is None:
+            m.pop(k, None)
+        else:
+            m[k] = v
+    d = os.path.join(TMP, dirname)
+    os.makedirs(d, exist_ok=True)
+    json.dump({"version": 1, "models": [m]}, open(os.path.join(d, "manifest.json"), "w"))
+    return d
+
+
+def test_extra_configs_refused(models):
+    # each mistake stops the start-up with exit 1 and a message naming the manifest, the model and the fault
+    fp32_only = [{"config": "w4a4", "file": os.path.join(models, "mixnet_s/w4a4.safetensors")}]
+    cases = [
+        ("unknown_config", {"extra_configs": ["w9a9"]}, 'unknown configuration "w9a9"'),
+        ("fp32_as_extra", {"extra_configs": ["fp32"]}, '"fp32" is the checkpoint itself'),
+        ("also_under_configs", {"extra_configs": ["w3a3", "w4a4"]}, '"w4a4" is also listed under "configs"'),
+        ("duplicate", {"extra_configs": ["w3a3", "w3a3"]}, 'duplicate config "w3a3"'),
+        ("not_an_array", {"extra_configs": "w3a3"}, '"extra_configs" must be an array'),
+        ("no_fp32_entry", {"configs": fp32_only, "default_config": "w4a4"}, 'needs an "fp32" entry under "configs"'),
+        ("no_calibration_data", {"calibration": None, "dataset": None}, "needs calibration images"),
+        ("bad_calibration_images", {"calibration": {"path": FMNIST, "images": 0}}, '"images" must be an integer'),
+        ("missing_calibration_data", {"calibration": {"path": os.path.join(TMP, "no-calib-data")}},
+         "no-calib-data"),
+    ]
+    for name, changes, want in cases:
+        d = extra_manifest(models, "server-extra-bad", **changes)
+        try:  # a server that wrongly starts is stopped by the timeout (and the check fails)
+            r = subprocess.run([SERVER, "--models", d, "--port", "0", "--host", "127.0.0.1", "--cache-dir", "",
+                                "--eval", "off"], capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired as e:
+            err = e.stderr.decode() if isinstance(e.stderr, bytes) else e.stderr or ""
+            r = subprocess.CompletedProcess(e.cmd, -1, "", err + " [still running after 60 s]")
+        tap.check(f"extra_configs_refused_{name}", r.returncode == 1 and want in r.stderr and
+                  os.path.join(d, "manifest.json") in r.stderr and "mixnet_s-test" in r.stderr and
+                  "ready" not in r.stderr, f"rc={r.returncode} {r.stderr[-600:]}")
+
+
+def calibration_of(rep, config):
+    return {c["config"]: c.get("calibration", {}) for c in rep["configurations"]}.get(config, {})
+
+
+def test_extra_configs(models, img):
+    d = extra_manifest(models, "server-extra")
+    cache = os.path.join(TMP, "server-calib-cache")
+    subprocess.run(["rm", "-rf", cache])
+    jpg = open(img["jpg"], "rb").read()
+    fp32 = os.path.join(models, "mixnet_s/fp32.safetensors")
+    tmpdir = os.path.join(TMP, "server-extra-tmp")  # where in-memory calibration puts its temporary files
+    subprocess.run(["rm", "-rf", tmpdir])
+    os.makedirs(tmpdir)
+    env = {"TMPDIR": tmpdir}
+
+    def classify(srv, cfg):
+        return srv.json("POST", f"/v1/classify?model=mixnet_s-test&config={cfg}&topk=3", jpg,
+                        {"Content-Type": "image/jpeg"})
+
+    # first start: calibrates both, writes the cache, reports ready after that
+    srv = Server(d, "--cache-dir", cache, "--eval", "startup", "--eval-limit", "12", "--workers", "1",
+                 "--bench-iters", "2", name="server-extra", env=env)
+    try:
+        log = srv.stderr()
+        m = re.search(r"config w3a3: calibrated from (\S+) on 16 images of (\S+) \(split train\) in [0-9.]+ s; "
+                      r"calibration cache miss, wrote (\S+)", log)
+        tap.check("extra_calibration_logged_cache_miss", m is not None and m.group(1) == fp32 and
+                  m.group(2) == FMNIST and "config w2a2-lsq: calibrated" in log, log[-1500:])
+        tap.check("extra_ready_after_calibration", m is not None and log.index("calibration cache miss") <
+                  log.index("ready: listening"), log[-800:])
+        cfile = m.group(3) if m else ""
+        files = sorted(os.listdir(cache)) if os.path.isdir(cache) else []
+        tap.check("extra_cache_files", os.path.isfile(cfile) and
+                  len([f for f in files if f.startswith("calib-") and f.endswith(".safetensors")]) == 2, str(files))
+        # the cached checkpoint is what `lsq quantize` makes of the same FP32 file and images, byte for byte
+        q = os.path.join(TMP, "server-extra-w3a3.safetensors")
+        r = subprocess.run([LSQ, "quantize", "--model", fp32, "--config", "w3a3", "--calib", FMNIST, "--split", "train",
+                            "--calib-images", "16", "--out", q], capture_output=True, text=True)
+        tap.check("extra_cache_equals_lsq_quantize", r.returncode == 0 and os.path.isfile(cfile) and
+                  open(q, "rb").read() == open(cfile, "rb").read(), r.stderr)
+        # classify at the extra configuration: the same answer as `lsq classify` on that checkpoint
+        st, _, j = classify(srv, "w3a3")
+        want = lsq_classify(q, "w3a3", img["jpg"], 3) if r.returncode == 0 else []
+        tap.check("extra_classify_200_matches_cli", st == 200 and j["config"] == "w3a3" and
+                  same_predictions(j["predictions"], want), f"{st} {j} {want}")
+        first = j.get("predictions") if st == 200 else None
+        st, _, j = srv.json("POST", "/predictions/mixnet_s-test/w2a2-lsq", jpg, {"Content-Type": "image/jpeg"})
+        tap.check("extra_predictions_w2a2_lsq", st == 200 and j["config"] == "w2a2-lsq" and len(j["predictions"]) == 5,
+                  f"{st} {j}")
+        st, _, j = srv.json("GET", "/v1/models")
+        src = {m["config"]: (m["source"], m["bits"]) for m in j} if st == 200 else {}
+        tap.check("extra_v1_models_source", src == {
+            "fp32": ("trained", {"weights": 32, "activations": 32}),
+            "w4a4": ("trained", {"weights": 4, "activations": 4}),
+            "w3a3": ("calibrated", {"weights": 3, "activations": 3}),
+            "w2a2-lsq": ("calibrated", {"weights": 2, "activations": 2})}, str(j))
+        st, _, rep = srv.json("GET", "/v1/report")
+        confs = {c["config"]: c for c in rep["configurations"]} if st == 200 else {}
+        w3 = confs.get("w3a3", {})
+        cal = w3.get("calibration", {})
+        tap.check("extra_report_calibrated", w3.get("source") == "calibrated" and cal.get("cache") == "miss" and
+                  cal.get("images") == 16 and cal.get("split") == "train" and cal.get("from") == fp32 and
+                  cal.get("file") == cfile and cal.get("seconds", 0) > 0 and w3["accuracy"]["status"] == "measured" and
+                  w3["model_bytes"] == os.path.getsize(cfile) and w3["latency_ms"]["benchmark"]["p50"] > 0 and
+                  confs.get("fp32", {}).get("source") == "trained" and "calibration" not in confs.get("fp32", {}),
+                  str(w3))
+        st, _, j = srv.json("GET", "/v2/models/mixnet_s-test/versions/w3a3")
+        tap.check("extra_v2_model_versions", st == 200 and j["versions"] == ["fp32", "w4a4", "w3a3", "w2a2-lsq"],
+                  str(j))
+        st, _, j = srv.json("GET", "/v2/models/mixnet_s-test/versions/w2a2-lsq/ready")
+        tap.check("extra_v2_version_ready", st == 200 and j["ready"] is True, str(j))
+        req = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                           "data": [base64.b64encode(jpg).decode()]}]}
+        st, _, j = srv.json("POST", "/v2/models/mixnet_s-test/versions/w3a3/infer", json.dumps(req).encode(),
+                            {"Content-Type": "application/json"})
+        tap.check("extra_v2_infer", st == 200 and j["model_version"] == "w3a3" and j["outputs"][0]["shape"] == [1, 10],
+                  f"{st} {j}")
+        st, _, body = srv.request("GET", "/metrics")
+        tap.check("extra_metrics_labels", st == 200 and
+                  re.search(rb'lsq_requests_total\{model="mixnet_s-test",config="w3a3",code="200"\} [1-9]', body) and
+                  b'lsq_inference_seconds_count{model="mixnet_s-test",config="w2a2-lsq"}' in body, body[-1500:])
+        rc = srv.stop()
+        tap.check("extra_server_exit_0", rc == 0, srv.stderr()[-500:])
+    finally:
+        srv.stop()
+    mtimes = {f: os.stat(os.path.join(cache, f)).st_mtime_ns for f in os.listdir(cache) if f.startswith("calib-")}
+
+    # second start: both from the cache, nothing rewritten, the same answers
+    srv = Server(d, "--cache-dir", cache, "--eval", "off", "--workers", "1", "--bench-iters", "2", name="server-extra2",
+                 env=env)
+    try:
+        log = srv.stderr()
+        tap.check("extra_second_start_cache_hit", f"config w3a3: calibration cache hit, {cfile}" in log and
+                  "config w2a2-lsq: calibration cache hit" in log and "calibrated from" not in log, log[-1500:])
+        now = {f: os.stat(os.path.join(cache, f)).st_mtime_ns for f in os.listdir(cache) if f.startswith("calib-")}
+        tap.check("extra_cache_not_rewritten", now == mtimes and len(now) == 2, f"{mtimes} {now}")
+        st, _, j = classify(srv, "w3a3")
+        tap.check("extra_cached_same_predictions", st == 200 and first and same_predictions(j["predictions"], first),
+                  f"{st} {j}")
+        st, _, rep = srv.json("GET", "/v1/report")
+        cal = calibration_of(rep, "w3a3") if st == 200 else {}
+        tap.check("extra_report_cache_hit", cal.get("cache") == "hit" and "seconds" not in cal, str(cal))
+    finally:
+        srv.stop()
+
+    # a cache folder that cannot be written (it would be under a file): calibrated in memory, with a warning
+    blocker = os.path.join(TMP, "server-extra-blocker")
+    open(blocker, "w").close()
+    srv = Server(d, "--cache-dir", os.path.join(blocker, "cache"), "--eval", "off", "--workers", "1",
+                 "--bench-iters", "2", name="server-extra3", env=env)
+    try:
+        log = srv.stderr()
+        tap.check("extra_unwritable_cache_in_memory", "is not writable" in log and
+                  log.count("no calibration cache, kept in memory") == 2 and "w3a3 (calibrated)" in log and
+                  "in memory" in log, log[-1500:])
+        st, _, j = classify(srv, "w3a3")
+        tap.check("extra_in_memory_same_predictions", st == 200 and first and same_predictions(j["predictions"], first),
+                  f"{st} {j}")
+        st, _, rep = srv.json("GET", "/v1/report")
+        cal = calibration_of(rep, "w3a3") if st == 200 else {}
+        tap.check("extra_report_cache_off", cal.get("cache") == "off" and "file" not in cal, str(cal))
+    finally:
+        srv.stop()
+    tap.check("extra_no_temp_files_left", os.listdir(tmpdir) == [], str(os.listdir(tmpdir)))
 
 
 # =============================================================================================
@@ -477,6 +654,8 @@ def main():
     models = ensure_models()
     img = make_images()
     test_startup(models)
+    test_extra_configs_refused(models)
+    test_extra_configs(models, img)
     srv = Server(models, "--eval", "startup", "--eval-limit", "40", "--workers", "2", "--max-body", str(1 << 20),
                  name="server-main")
     try:
