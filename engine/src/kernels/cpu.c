@@ -49,7 +49,7 @@ const lsq_kernels *lsq_kernels_for(lsq_isa isa)
     if (isa > lsq_cpu_isa()) return NULL;
     switch (isa) {
     case LSQ_ISA_AVX512: return &lsq_kernels_avx512;
-    case LSQ_ISA_AVX2: return NULL; /* no AVX2 table yet: AVX2-only CPUs run the scalar kernels */
+    case LSQ_ISA_AVX2: return &lsq_kernels_avx2;
     default: return &lsq_kernels_scalar;
     }
 }
