@@ -63,10 +63,11 @@ CLI    := $(BUILD)/lsq
 SERVER := $(BUILD)/lsq-server
 PC     := $(BUILD)/lsq.pc
 BENCH_GEMM := $(BUILD)/bench_gemm
+BENCH_LEVELS := $(BUILD)/bench_levels
 
 .PHONY: all deps deps-docker run test test-unit test-cli test-torch test-server bench loadtest \
         docker-test cluster-test models report install uninstall clean
-all: $(LIB_A) $(LIB_SO) $(CLI) $(SERVER) $(PC) $(UNIT_BIN) $(BENCH_GEMM)
+all: $(LIB_A) $(LIB_SO) $(CLI) $(SERVER) $(PC) $(UNIT_BIN) $(BENCH_GEMM) $(BENCH_LEVELS)
 
 $(BUILD)/obj/%__avx512.o: %__avx512.c
 	@mkdir -p $(dir $@)
@@ -98,6 +99,8 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB_A) $(LDLIBS)
 $(BENCH_GEMM): tests/bench/bench_gemm.c $(LIB_A)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(LDLIBS)
+$(BENCH_LEVELS): tests/bench/bench_levels.c $(LIB_A)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(LDLIBS)
 $(PC): engine/lsq.pc.in Makefile
 	@mkdir -p $(dir $@)

@@ -36,6 +36,7 @@ B0=$T/efficientnet_b0.st
 check infer_runs "$LSQ" infer --model "$B0" --input "$T/x.f32" --shape 2,3,64,48 --output "$T/y1.f32"
 "$LSQ" infer --model "$B0" --input "$T/x.f32" --shape 2,3,64,48 --output "$T/y2.f32" --threads 2
 LSQ_ISA=scalar "$LSQ" infer --model "$B0" --input "$T/x.f32" --shape 2,3,64,48 --output "$T/y3.f32"
+LSQ_ISA=avx2 "$LSQ" infer --model "$B0" --input "$T/x.f32" --shape 2,3,64,48 --output "$T/y4.f32"
 cmp_logits() { $PY - "$@" <<'PY'
 import sys, numpy as np
 a, b = (np.fromfile(f, '<f4') for f in sys.argv[1:3])
@@ -45,6 +46,12 @@ PY
 }
 check threads_agree cmp_logits "$T/y2.f32" "$T/y1.f32"
 check scalar_kernels_agree cmp_logits "$T/y3.f32" "$T/y1.f32"
+check avx2_kernels_agree cmp_logits "$T/y4.f32" "$T/y1.f32"
+# the level LSQ_ISA picks is the one logged (an AVX2 CPU runs AVX2 float and integer kernels)
+check isa_cap_logged bash -c "LSQ_ISA=scalar '$LSQ' --version | grep -q 'kernels: scalar, integer scalar'"
+if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+    check isa_avx2_logged bash -c "LSQ_ISA=avx2 '$LSQ' --version | grep -q 'kernels: avx2, integer avx2'"
+fi
 check batch_items_differ $PY -c "
 import numpy as np; y=np.fromfile('$T/y1.f32','<f4').reshape(2,1000); assert np.abs(y[0]-y[1]).max() > 1e-3 * np.ptp(y[0])"
 # the second item of a batch equals the same image run alone
@@ -72,6 +79,14 @@ check quantize_flat_image_folder "$LSQ" quantize --model "$MS" --config w4a4 --c
 "$LSQ" quantize --model "$MS" --config w4a4 --calib "$T/calib" --size 32 --out "$T/q2.st" >/dev/null 2>&1
 check quantize_deterministic cmp "$T/q1.st" "$T/q2.st"
 check quantize_output_loads bash -c "'$LSQ' inspect '$T/q1.st' | grep -q '^config: *w4a4'"
+# the integer path at every kernel level: same logits up to float rounding at scalar, avx2, best
+$PY -c "import numpy as np; np.random.seed(2); np.random.randn(2,3,32,32).astype('<f4').tofile('$T/xq.f32')"
+for isa in scalar avx2; do
+    LSQ_ISA=$isa "$LSQ" infer --model "$T/q1.st" --input "$T/xq.f32" --shape 2,3,32,32 --output "$T/yq_$isa.f32"
+done
+"$LSQ" infer --model "$T/q1.st" --input "$T/xq.f32" --shape 2,3,32,32 --output "$T/yq_best.f32"
+check integer_scalar_kernels_agree cmp_logits "$T/yq_scalar.f32" "$T/yq_best.f32"
+check integer_avx2_kernels_agree cmp_logits "$T/yq_avx2.f32" "$T/yq_best.f32"
 "$LSQ" bench --arch mixnet_s --config w4a4 --size 64 --iters 3 --warmup 1 --json >"$T/benchq.json" 2>"$T/benchq.err"
 check bench_quantized_json $PY -c "
 import json; d=json.load(open('$T/benchq.json')); f=json.load(open('$T/bench.json'))

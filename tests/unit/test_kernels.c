@@ -75,8 +75,10 @@ static void check_gemm(int M, int N, int K, int lda, lsq_act act, int with_res)
 
 static void test_gemm_shapes(void)
 {
+    /* row tiles: AVX2 6, 4, 2, 1; AVX-512 12, 4, 1 */
     static const int Ms[] = {1, 3, 4, 11, 12, 13, 49, 100};
-    static const int Ns[] = {1, 8, 16, 17, 24, 32, 33, 40, 96, 100};
+    /* AVX2 columns in vectors of 8 (half panels of 16), AVX-512 in 16, panels of 32 */
+    static const int Ns[] = {1, 8, 9, 16, 17, 24, 32, 33, 40, 57, 96, 100};
     static const int Ks[] = {1, 3, 16, 27, 97, 320};
     for (size_t i = 0; i < LSQ_ARRAY_LEN(Ms); i++)
         for (size_t j = 0; j < LSQ_ARRAY_LEN(Ns); j++)
@@ -106,6 +108,36 @@ static void test_gemm_activations(void)
         }
     }
     lsq_free(B);
+}
+
+/* The SIMD levels share one Swish/sigmoid approximation (math__avx2.h computes math__avx512.h's
+ * bit for bit), so on a K = 1 GEMM, where the sums are exact, they must agree exactly with each
+ * other over the whole range, saturation included, and stay within 1e-5 of expf. */
+static void test_simd_activations_identical(void)
+{
+    enum { M = 1000, N = 24 };
+    float *A = lsq_alloc(M * sizeof(float)), *W = lsq_alloc(N * sizeof(float)), *bias = lsq_alloc(N * sizeof(float));
+    float *B = lsq_alloc(lsq_gemm_packed_floats(1, N) * sizeof(float));
+    float *ref = lsq_alloc(M * N * sizeof(float)), *first = lsq_alloc(M * N * sizeof(float));
+    float *out = lsq_alloc(M * N * sizeof(float));
+    for (int m = 0; m < M; m++) A[m] = -120.f + 0.24f * (float)m;
+    for (int n = 0; n < N; n++) W[n] = 1.f, bias[n] = 0.01f * (float)n; /* x = A + bias: every 0.01 */
+    lsq_gemm_pack(W, 1, 1, N, B);
+    for (int act = LSQ_ACT_SWISH; act <= LSQ_ACT_SIGMOID; act++) {
+        lsq_gemm_args a = {.M = M, .N = N, .K = 1, .A = A, .lda = 1, .B = B, .bias = bias, .C = ref, .ldc = N,
+                           .act = (lsq_act)act};
+        lsq_kernels_scalar.f32_gemm(&a, 0, M);
+        for (int l = 0; l < nlevels; l++) {
+            a.C = l ? out : first;
+            levels[l]->f32_gemm(&a, 0, M);
+            CHECK(close_all(a.C, ref, M * N, 1e-5f, levels[l]->name));
+            if (l && memcmp(out, first, M * N * sizeof(float))) {
+                printf("#   %s and %s activations differ\n", levels[l]->name, levels[0]->name);
+                CHECK(0);
+            }
+        }
+    }
+    lsq_free(A), lsq_free(W), lsq_free(bias), lsq_free(B), lsq_free(ref), lsq_free(first), lsq_free(out);
 }
 
 static void check_dw(int H, int W, int C, int c0, int nc, int k, int stride, int tf_same, lsq_act act)
@@ -254,6 +286,7 @@ int main(void)
     find_levels();
     RUN(test_gemm_shapes);
     RUN(test_gemm_activations);
+    RUN(test_simd_activations_identical);
     RUN(test_dw_all_kernels);
     RUN(test_dw_tiny_images);
     RUN(test_dw_wide_rows);

@@ -49,15 +49,13 @@ const lsq_kernels *lsq_kernels_for(lsq_isa isa)
     if (isa > lsq_cpu_isa()) return NULL;
     switch (isa) {
     case LSQ_ISA_AVX512: return &lsq_kernels_avx512;
-    case LSQ_ISA_AVX2: return NULL; /* no AVX2 table yet: AVX2-only CPUs run the scalar kernels */
+    case LSQ_ISA_AVX2: return &lsq_kernels_avx2;
     default: return &lsq_kernels_scalar;
     }
 }
 
-static const lsq_kernels *best;
-static pthread_once_t best_once = PTHREAD_ONCE_INIT;
-
-static void choose_best(void)
+/* The CPU's level capped by LSQ_ISA. */
+static lsq_isa capped_isa(void)
 {
     lsq_isa isa = lsq_cpu_isa();
     const char *env = getenv("LSQ_ISA");
@@ -65,7 +63,15 @@ static void choose_best(void)
         lsq_isa cap = !strcmp(env, "avx512") ? LSQ_ISA_AVX512 : !strcmp(env, "avx2") ? LSQ_ISA_AVX2 : LSQ_ISA_SCALAR;
         if (cap < isa) isa = cap;
     }
-    for (; !best; isa--) {
+    return isa;
+}
+
+static const lsq_kernels *best;
+static pthread_once_t best_once = PTHREAD_ONCE_INIT;
+
+static void choose_best(void)
+{
+    for (lsq_isa isa = capped_isa(); !best; isa--) {
         best = lsq_kernels_for(isa);
         if (isa == LSQ_ISA_SCALAR) break;
     }
@@ -92,11 +98,25 @@ int lsq_cpu_has_avx512vnni(void)
 static const lsq_q8_kernels *q8_best;
 static pthread_once_t q8_once = PTHREAD_ONCE_INIT;
 
+const lsq_q8_kernels *lsq_q8_kernels_for(lsq_isa isa)
+{
+    if (isa > lsq_cpu_isa()) return NULL;
+    switch (isa) {
+    case LSQ_ISA_AVX512: return lsq_cpu_has_avx512vnni() ? &lsq_q8_kernels_avx512vnni : NULL;
+    case LSQ_ISA_AVX2: return &lsq_q8_kernels_avx2;
+    default: return &lsq_q8_kernels_scalar;
+    }
+}
+
+/* LSQ_ISA caps the level as for the float kernels; an AVX-512 CPU without VNNI (Skylake-X) runs
+ * the AVX2 integer kernels under its AVX-512 float ones. */
 static void choose_q8(void)
 {
-    /* LSQ_ISA caps the level as for the float kernels: anything below avx512 means scalar */
-    q8_best = lsq_kernels_best() == &lsq_kernels_avx512 && lsq_cpu_has_avx512vnni() ? &lsq_q8_kernels_avx512vnni
-                                                                                   : &lsq_q8_kernels_scalar;
+    for (lsq_isa isa = capped_isa(); !q8_best; isa--) {
+        q8_best = lsq_q8_kernels_for(isa);
+        if (isa == LSQ_ISA_SCALAR) break;
+    }
+    if (!q8_best) q8_best = &lsq_q8_kernels_scalar;
 }
 
 const lsq_q8_kernels *lsq_q8_kernels_best(void)

@@ -1,8 +1,9 @@
 /* kernels.h - compute kernels and their per-ISA dispatch table (private to the engine).
  *
  * Every kernel has a portable C reference (kernels/f32__scalar.c) that is always built; SIMD
- * variants (kernels/f32__avx512.c, ...) are compiled with their ISA's flags only and checked against
- * the reference by tests/unit/test_kernels.c. cpu.c picks one table at start-up.
+ * variants (kernels/f32__avx2.c, kernels/f32__avx512.c) are compiled with their ISA's flags only
+ * and checked against the reference by tests/unit/test_kernels.c. cpu.c picks one table at
+ * start-up.
  *
  * Kernels are dumb: no allocation, no error returns; preconditions are asserted by the caller.
  * All activations are NHWC float32: pixel-major, channels contiguous.
@@ -83,6 +84,7 @@ const char *lsq_isa_name(lsq_isa isa);
 lsq_isa lsq_cpu_isa(void);
 
 extern const lsq_kernels lsq_kernels_scalar;
+extern const lsq_kernels lsq_kernels_avx2;
 extern const lsq_kernels lsq_kernels_avx512;
 
 /* Pack B [K][N] given as w[n * ldw + k] (PyTorch's [out][in] layout) into panels. */

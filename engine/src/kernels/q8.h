@@ -13,7 +13,8 @@
  *
  * Packed weights (lsq_q8_pack): panels of 16 output channels; inside a panel, K in groups of 4,
  * each group 16 x 4 bytes: Bp[panel][k / 4][n % 16][k % 4], zero-padded in k and n. That is the
- * operand layout of AVX-512 VNNI's vpdpbusd (4 u8 x s8 products summed per int32 lane).
+ * operand layout of AVX-512 VNNI's vpdpbusd (4 u8 x s8 products summed per int32 lane); AVX2
+ * reads each group as two halves of 8 columns (q8__avx2.c). One layout for every level.
  * Over-read contract: kernels read A rows in whole groups of 4 bytes, up to byte
  * round_up(K, 4) - 1 of a row (multiplied by zero weights): the A buffer must have
  * LSQ_Q8_AREAD_PAD bytes readable past its last row's K bytes.
@@ -110,10 +111,15 @@ typedef struct {
 } lsq_q8_kernels;
 
 extern const lsq_q8_kernels lsq_q8_kernels_scalar;
+extern const lsq_q8_kernels lsq_q8_kernels_avx2;
 extern const lsq_q8_kernels lsq_q8_kernels_avx512vnni;
 
-/* Best for this CPU (AVX-512 VNNI, else scalar), capped by LSQ_ISA like the float kernels. */
+/* Best for this CPU (AVX-512 VNNI, else AVX2, else scalar), capped by LSQ_ISA like the float
+ * kernels; decided once. */
 const lsq_q8_kernels *lsq_q8_kernels_best(void);
+/* The table of a level (LSQ_ISA_AVX512 is AVX-512 VNNI), or NULL if the CPU cannot run it (tests
+ * compare every level). */
+const lsq_q8_kernels *lsq_q8_kernels_for(lsq_isa isa);
 /* 1 when the CPU and OS run AVX-512 VNNI. */
 int lsq_cpu_has_avx512vnni(void);
 
