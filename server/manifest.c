@@ -32,16 +32,21 @@ static char *resolve(const char *dir, const char *p)
     return r;
 }
 
-/* A name usable in URLs and Prometheus labels without escaping. */
-static int valid_name(const char *s)
+/* A name usable in URL paths and Prometheus labels without escaping: [A-Za-z0-9._-], and for
+ * configuration names also the '+', '=' and '*' of the engine's suffix grammar (README
+ * "Configurations"; legal in a URL path segment; in a query string '+' must be sent as %2B). */
+static int valid_name_chars(const char *s, const char *extra)
 {
     if (!*s || strlen(s) > 64) return 0;
     for (; *s; s++)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
-              *s == '_' || *s == '.'))
+              *s == '_' || *s == '.' || strchr(extra, *s)))
             return 0;
     return 1;
 }
+
+static int valid_name(const char *s) { return valid_name_chars(s, ""); }
+static int valid_config_name(const char *s) { return valid_name_chars(s, "+=*"); }
 
 static const char *get_str(json_t *obj, const char *key, int required, const char *where, char *err, size_t len,
                            int *bad)
@@ -153,8 +158,8 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
             const char *file = get_str(jc, "file", 1, w2, err, len, &bad);
             const char *log = get_str(jc, "log", 0, w2, err, len, &bad);
             if (bad) break;
-            if (!valid_name(cn)) {
-                bad = fail(err, len, "%s: config \"%s\" must be 1..64 of [A-Za-z0-9._-]", w2, cn);
+            if (!valid_config_name(cn)) {
+                bad = fail(err, len, "%s: config \"%s\" must be 1..64 of [A-Za-z0-9._+=*-]", w2, cn);
                 break;
             }
             for (int j = 0; j < k; j++)

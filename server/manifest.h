@@ -5,7 +5,7 @@
 #include <stddef.h>
 
 typedef struct {
-    char *config; /* e.g. "fp32", "w4a4", "w2a2-lsq" */
+    char *config; /* e.g. "fp32", "w4a4", "w2a2-lsq", "w2a2+pt+dw8" */
     char *file;   /* resolved path of the checkpoint */
     char *log;    /* resolved path of the training log, or NULL */
 } manifest_config;
