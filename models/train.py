@@ -206,7 +206,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mode", choices=["fp32", "qat"])
     ap.add_argument("--arch", required=True, choices=["efficientnet_b0", "mixnet_s"])
-    ap.add_argument("--config", default=None, help="qat: wXaY or wXaY-lsq (X, Y in 2..8)")
+    ap.add_argument("--config", default=None,
+                    help="qat: wXaY or wXaY-lsq (X, Y in 2..8) with optional suffixes, e.g. w2a2+pt+dw8 "
+                         "(README 'Configurations'); files are named by the canonical form")
     ap.add_argument("--init", default=None, help="qat: FP32 weights (DIR/fp32.pt or .safetensors)")
     ap.add_argument("--act-init", choices=["mse", "minmax", "lsq"], default=None,
                     help="activation init (default: mse for LSQ+, lsq for -lsq)")
@@ -229,10 +231,15 @@ def main(argv=None):
     t_start = time.time()
     if a.threads:
         torch.set_num_threads(a.threads)
-    config = "fp32" if a.mode == "fp32" else a.config
+    config = "fp32"
     if a.mode == "qat":
-        if not a.config or quant.parse_config(a.config) is None:
-            ap.error("qat needs --config wXaY or wXaY-lsq")
+        try:
+            cfg = quant.parse_config(a.config) if a.config else None
+        except ValueError as e:
+            ap.error(str(e))
+        if cfg is None:
+            ap.error("qat needs --config wXaY or wXaY-lsq (with optional + suffixes)")
+        config = cfg.name  # canonical: the checkpoint, log and export names use it
         if not a.init:
             ap.error("qat needs --init (the FP32 weights)")
     if a.shift is None:

@@ -33,6 +33,7 @@ typedef struct request {
     const model_entry *entry;
     char id[80];
     char method[16], path[200];
+    char config_buf[72]; /* ?config= with form-decoded spaces turned back into +'s */
     double t0;
     /* body */
     uint8_t *body;
@@ -265,6 +266,12 @@ static enum MHD_Result begin_inference(request *r)
     if (r->rt.id == ROUTE_V1_CLASSIFY) {
         model = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "model");
         config = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "config");
+        if (config && strchr(config, ' ')) { /* form decoding made a written '+' a space: names have no spaces */
+            snprintf(r->config_buf, sizeof r->config_buf, "%s", config);
+            for (char *c = r->config_buf; *c; c++)
+                if (*c == ' ') *c = '+';
+            config = r->config_buf;
+        }
         if (!model && s->reg->man.n_models == 1) model = s->reg->man.models[0].name; /* the only one */
     }
     if (!(r->entry = find_entry(r, model, config))) return MHD_YES;

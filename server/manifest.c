@@ -33,16 +33,21 @@ static char *resolve(const char *dir, const char *p)
     return r;
 }
 
-/* A name usable in URLs and Prometheus labels without escaping. */
-static int valid_name(const char *s)
+/* A name usable in URL paths and Prometheus labels without escaping: [A-Za-z0-9._-], and for
+ * configuration names also the '+', '=' and '*' of the engine's suffix grammar (README
+ * "Configurations"; legal in a URL path segment; in a query string '+' must be sent as %2B). */
+static int valid_name_chars(const char *s, const char *extra)
 {
     if (!*s || strlen(s) > 64) return 0;
     for (; *s; s++)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
-              *s == '_' || *s == '.'))
+              *s == '_' || *s == '.' || strchr(extra, *s)))
             return 0;
     return 1;
 }
+
+static int valid_name(const char *s) { return valid_name_chars(s, ""); }
+static int valid_config_name(const char *s) { return valid_name_chars(s, "+=*"); }
 
 static const char *get_str(json_t *obj, const char *key, int required, const char *where, char *err, size_t len,
                            int *bad)
@@ -61,13 +66,14 @@ static const char *get_str(json_t *obj, const char *key, int required, const cha
 
 #define DUP(s) ((s) ? strdup(s) : NULL)
 
-/* What the engine's calibration makes: wXaY or wXaY-lsq, X and Y in 2..8 (the grammar of the
- * engine's configuration names, lsq_qconfig_parse; the engine would refuse anything else, later). */
+/* What the engine's calibration makes: wXaY or wXaY-lsq, X and Y in 2..8, with any suffixes (the
+ * grammar of lsq_qconfig_parse, which checks the suffixes in full when it calibrates). */
 static int calibratable(const char *c)
 {
     int w, a, n = 0;
-    return sscanf(c, "w%1da%1d%n", &w, &a, &n) == 2 && n > 0 && w >= 2 && w <= 8 && a >= 2 && a <= 8 &&
-           (c[n] == 0 || !strcmp(c + n, "-lsq"));
+    if (sscanf(c, "w%1da%1d%n", &w, &a, &n) != 2 || n == 0 || w < 2 || w > 8 || a < 2 || a > 8) return 0;
+    if (!strncmp(c + n, "-lsq", 4)) n += 4;
+    return c[n] == 0 || (c[n] == '+' && valid_config_name(c));
 }
 
 /* "calibration": {"path", "split", "images", "init"}; without it, the dataset's train split. */
@@ -134,7 +140,7 @@ static int parse_extra(json_t *extra, manifest_model *m, const char *where, char
                                   "configurations (wXaY or wXaY-lsq)", where, k);
         if (!calibratable(cn))
             return fail(err, len, "%s: extra_configs[%d]: unknown configuration \"%.64s\" (calibration makes wXaY or "
-                                  "wXaY-lsq, X and Y in 2..8)", where, k, cn);
+                                  "wXaY-lsq, X and Y in 2..8, with suffixes)", where, k, cn);
         for (int j = 0; j < m->n_configs; j++)
             if (!strcmp(m->configs[j].config, cn))
                 return fail(err, len, j < trained ? "%s: extra_configs[%d]: \"%s\" is also listed under \"configs\""
@@ -232,8 +238,8 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
             const char *file = get_str(jc, "file", 1, w2, err, len, &bad);
             const char *log = get_str(jc, "log", 0, w2, err, len, &bad);
             if (bad) break;
-            if (!valid_name(cn)) {
-                bad = fail(err, len, "%s: config \"%s\" must be 1..64 of [A-Za-z0-9._-]", w2, cn);
+            if (!valid_config_name(cn)) {
+                bad = fail(err, len, "%s: config \"%s\" must be 1..64 of [A-Za-z0-9._+=*-]", w2, cn);
                 break;
             }
             for (int j = 0; j < k; j++)

@@ -5,7 +5,7 @@
 #include <stddef.h>
 
 typedef struct {
-    char *config;   /* e.g. "fp32", "w4a4", "w2a2-lsq" */
+    char *config;   /* e.g. "fp32", "w4a4", "w2a2-lsq", "w2a2+pt+dw8" */
     char *file;     /* resolved path of the checkpoint; calibrated: of the FP32 checkpoint it is made from */
     char *log;      /* resolved path of the training log, or NULL */
     int calibrated; /* 0: trained ("configs"); 1: "extra_configs", quantized from file at start-up */

@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* "w4a4", "w2a2-lsq" -> bits; fp32 and anything else float -> 32 */
+/* "w4a4", "w2a2-lsq", "w2a2+dw8" -> the inner layers' bits (suffixes may change some layers'); fp32 and
+ * anything else float -> 32 */
 static void config_bits(const char *c, int *w, int *a)
 {
     int x, y;

@@ -86,7 +86,7 @@ int cmd_bench(int argc, char **argv)
         if (lsq_model_init_random(arch, 1000, 0, tmp, &err)) return cli_error("bench", "%s", err.msg);
         model = tmp;
         if (strcmp(config, "fp32")) { /* quantize the seeded weights (lsq quantize on synthetic inputs) */
-            snprintf(qtmp, sizeof qtmp, "/tmp/lsq-bench-%d.%s.safetensors", (int)getpid(), config);
+            snprintf(qtmp, sizeof qtmp, "/tmp/lsq-bench-%d.q.safetensors", (int)getpid()); /* config may hold '*' */
             float *cx = synthetic_inputs(BENCH_CALIB_INPUTS, size);
             lsq_calib_options co = {.config = config, .size = (int)size, .num_inputs = BENCH_CALIB_INPUTS};
             lsq_status qs = cx ? lsq_model_quantize(tmp, &co, cx, qtmp, &err) : LSQ_ERR_NOMEM;

@@ -23,7 +23,7 @@ static const char eval_help[] =
 #define MAX_CONFIGS 16
 
 typedef struct {
-    char config[32], arch[32];
+    char config[64], arch[32]; /* config: the canonical name, <= 63 characters */
     int n, top1, top5, classes;
     int *class_total, *class_correct; /* per model class */
     double p50, p90, p99, infer_total_ms;

@@ -15,7 +15,7 @@
 #include "cli.h"
 
 static const char quantize_help[] =
-    "usage: lsq quantize --model FP32.safetensors --config wXaY[-lsq] --calib DATA --out Q.safetensors\n"
+    "usage: lsq quantize --model FP32.safetensors --config wXaY[-lsq][+...] --calib DATA --out Q.safetensors\n"
     "                    [--init mse|minmax|lsq] [--calib-images N] [--size S] [--split train|test] [--arch A]\n"
     "LSQ+ initialisation in C: weight scales per output channel by mean +- 3 sigma (LSQ: 2 mean|w| / sqrt(p)),\n"
     "activation scale and offset by MSE search over the calibration images' activations (--init minmax for\n"
@@ -23,7 +23,10 @@ static const char quantize_help[] =
     "models/lsqnet/quant.py calibrate() does with one image per batch. Writes the packed deployable form.\n"
     "DATA: an IDX folder (default split: train), one folder per class, images with a labels.txt, or a folder\n"
     "of images. --calib-images (default 256) are taken evenly spread over DATA. --size: calibration input\n"
-    "size (default: the model's). Deterministic: the same inputs give a byte-identical file.\n";
+    "size (default: the model's). Deterministic: the same inputs give a byte-identical file.\n"
+    "--config suffixes (README 'Configurations'): +pt per-tensor weight scales, +fl<B> first/last layers at\n"
+    "B bits, +dw<B> / +se<B> depthwise / SE layers at B bits, +<pattern>=<B> layers whose module name matches\n"
+    "the fnmatch pattern at B bits; e.g. w2a2-lsq+pt+dw8, w4a4+fl6+blocks.*.se.*=8 (quote the '*').\n";
 
 /* A flat folder of image files, sorted by name (the unlabelled form of DATA). */
 static int list_images(const char *dir, char ***out, int *n)
@@ -106,7 +109,7 @@ int cmd_quantize(int argc, char **argv)
         return cli_usage("quantize", "--model, --config, --calib and --out are required");
     if (!strcmp(config, "fp32"))
         return cli_usage("quantize", "--config fp32 has nothing to quantize: name a quantized configuration "
-                                     "(wXaY or wXaY-lsq, X and Y in 2..8)");
+                                     "(wXaY or wXaY-lsq, X and Y in 2..8, with + suffixes)");
 
     lsq_error err = {{0}};
     lsq_dataset *ds = NULL;

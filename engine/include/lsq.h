@@ -84,7 +84,7 @@ LSQ_API lsq_status lsq_model_load(const char *path, const lsq_load_options *opt,
 LSQ_API void lsq_model_free(lsq_model *m);
 
 LSQ_API const char *lsq_model_arch(const lsq_model *m);
-LSQ_API const char *lsq_model_config(const lsq_model *m);
+LSQ_API const char *lsq_model_config(const lsq_model *m); /* the canonical configuration name */
 LSQ_API int lsq_model_num_classes(const lsq_model *m);
 LSQ_API const char *lsq_model_label(const lsq_model *m, int index); /* never NULL: falls back to "class_<i>" */
 LSQ_API const lsq_preprocess *lsq_model_preprocess(const lsq_model *m);
@@ -116,7 +116,7 @@ LSQ_API lsq_status lsq_model_init_random(const char *arch, int num_classes, uint
 typedef struct lsq_calib lsq_calib;
 
 typedef struct {
-    const char *config;   /* "wXaY" or "wXaY-lsq" (required; fp32 is refused) */
+    const char *config;   /* "wXaY", "wXaY-lsq", with + suffixes (README "Configurations"); required, fp32 refused */
     const char *act_init; /* "mse", "minmax" or "lsq"; NULL: the configuration's (mse; lsq for -lsq).
                              The network input's signed quantizer uses mse unless this is minmax. */
     const char *arch;     /* as lsq_load_options.arch */

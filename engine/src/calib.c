@@ -3,8 +3,9 @@
  *
  * The algorithm is models/lsqnet/quant.py's calibrate(), step for step, so that the trainer and
  * this tool initialise the same quantizers the same way:
- *   - weights: s_w per output channel = max(|mu - 3 sd|, |mu + 3 sd|) / 2^(b-1) (population sd),
- *     or 2 mean|w| / sqrt(p) for the LSQ baseline; never below 1e-8.
+ *   - weights: s_w per output channel (per tensor under +pt) = max(|mu - 3 sd|, |mu + 3 sd|) / 2^(b-1)
+ *     (population sd), or 2 mean|w| / sqrt(p) for the LSQ baseline; never below 1e-8. Each layer's
+ *     bits and granularity come from lsq_conv_qlayer, as the loader's do.
  *   - activations: one forward pass with the activation quantizers off and the weights already
  *     fake-quantized with those scales - what calibrate() does (it disables only the input
  *     quantizers; its docstring's "every quantizer disabled" overstates it) - through reference.c's
@@ -205,26 +206,35 @@ static void act_init(calib_obs *o)
     o->offset = (float)b;
 }
 
-/* Per output channel weight scales (quant.py WeightQuantizer.init_from). */
-static void weight_scales(const float *w, int cout, size_t per, int bits, int lsq_baseline, float *sw)
+/* One weight scale over `per` weights at w (quant.py WeightQuantizer.init_from): a channel's, or the
+ * whole tensor's under per-tensor scales. */
+static float weight_scale(const float *w, size_t per, int bits, int lsq_baseline)
 {
-    for (int o = 0; o < cout; o++) {
-        const float *r = w + (size_t)o * per;
-        double s;
-        if (lsq_baseline) {
-            double a = 0;
-            for (size_t i = 0; i < per; i++) a += fabs((double)r[i]);
-            s = 2 * (a / (double)per) / sqrt((double)((1 << (bits - 1)) - 1));
-        } else {
-            double mu = 0, var = 0;
-            for (size_t i = 0; i < per; i++) mu += r[i];
-            mu /= (double)per;
-            for (size_t i = 0; i < per; i++) var += ((double)r[i] - mu) * ((double)r[i] - mu);
-            double sd = sqrt(var / (double)per);
-            s = LSQ_MAX(fabs(mu - 3 * sd), fabs(mu + 3 * sd)) / (double)(1 << (bits - 1));
-        }
-        sw[o] = (float)LSQ_MAX(s, CALIB_SCALE_EPS);
+    double s;
+    if (lsq_baseline) {
+        double a = 0;
+        for (size_t i = 0; i < per; i++) a += fabs((double)w[i]);
+        s = 2 * (a / (double)per) / sqrt((double)((1 << (bits - 1)) - 1));
+    } else {
+        double mu = 0, var = 0;
+        for (size_t i = 0; i < per; i++) mu += w[i];
+        mu /= (double)per;
+        for (size_t i = 0; i < per; i++) var += ((double)w[i] - mu) * ((double)w[i] - mu);
+        double sd = sqrt(var / (double)per);
+        s = LSQ_MAX(fabs(mu - 3 * sd), fabs(mu + 3 * sd)) / (double)(1 << (bits - 1));
     }
+    return (float)LSQ_MAX(s, CALIB_SCALE_EPS);
+}
+
+/* The weight scales of a [cout][per] tensor: cout of them per output channel, else one. */
+static int weight_scales(const float *w, int cout, size_t per, int bits, int lsq_baseline, int per_channel, float *sw)
+{
+    if (!per_channel) {
+        sw[0] = weight_scale(w, (size_t)cout * per, bits, lsq_baseline);
+        return 1;
+    }
+    for (int o = 0; o < cout; o++) sw[o] = weight_scale(w + (size_t)o * per, per, bits, lsq_baseline);
+    return cout;
 }
 
 static lsq_status write_file(lsq_calib *c, const char *out_path, int final, lsq_error *err);
@@ -248,15 +258,14 @@ static lsq_status setup_obs(void *ctx, lsq_conv_def *def)
     lsq_calib *c = x->c;
     const lsq_net_def *d = &c->m->def;
     calib_obs *o = &c->obs[c->nobs++];
-    int first = !strcmp(def->name, d->stem.name), last = !strcmp(def->name, d->classifier.name);
-    int bits = first ? c->qc.input_bits : last ? c->qc.first_last_bits : c->qc.a_bits;
+    lsq_qlayer l = lsq_conv_qlayer(&c->qc, d, def);
     lsq_act_quant q;
-    lsq_act_quant_init(&q, bits, first);
+    lsq_act_quant_init(&q, l.a_bits, l.a_signed);
     o->def = def;
     o->qmin = q.qmin, o->qmax = q.qmax;
-    o->learn_offset = first || c->qc.lsq_plus; /* the network input has an offset in LSQ and LSQ+ alike */
+    o->learn_offset = l.a_offset; /* the network input has an offset in LSQ and LSQ+ alike */
     o->method = c->act_method;
-    if (first && o->method == CALIB_LSQ) o->method = CALIB_MSE; /* quant.py: the input quantizer is the same */
+    if (l.a_signed && o->method == CALIB_LSQ) o->method = CALIB_MSE; /* quant.py: the input quantizer is the same */
     o->lo = INFINITY, o->hi = -INFINITY;
     return LSQ_OK;
 }
@@ -285,9 +294,7 @@ static lsq_status forward_model(lsq_calib *c, lsq_error *err)
     int fd = mkstemp(tmp);
     if (fd < 0) return lsq_fail(err, LSQ_ERR_IO, "%s: cannot create a temporary file: %s", tmp, strerror(errno));
     close(fd);
-    char cfg[16];
-    snprintf(cfg, sizeof cfg, "w%da%d%s", c->qc.w_bits, c->qc.a_bits, c->qc.lsq_plus ? "" : "-lsq");
-    lsq_load_options lo = {.config = cfg};
+    lsq_load_options lo = {.config = c->qc.name};
     lsq_model *q = NULL;
     lsq_status s = write_file(c, tmp, 0, err);
     if (!s) s = lsq_model_load(tmp, &lo, &q, err);
@@ -308,7 +315,8 @@ lsq_status lsq_calib_create(const char *fp32_path, const lsq_calib_options *opt,
     snprintf(c->path, sizeof c->path, "%s", fp32_path);
     if ((s = lsq_qconfig_parse(opt->config, &c->qc, err))) goto fail;
     if (!c->qc.quantized) {
-        s = lsq_fail(err, LSQ_ERR_ARG, "configuration 'fp32' has nothing to quantize (use wXaY or wXaY-lsq)");
+        s = lsq_fail(err, LSQ_ERR_ARG, "configuration 'fp32' has nothing to quantize (use wXaY or wXaY-lsq, with "
+                     "+ suffixes as needed)");
         goto fail;
     }
     c->act_method = c->qc.lsq_plus ? CALIB_MSE : CALIB_LSQ;
@@ -341,6 +349,7 @@ lsq_status lsq_calib_create(const char *fp32_path, const lsq_calib_options *opt,
     }
     lsq_load_options lo = {.arch = opt->arch, .config = "fp32"};
     if ((s = lsq_model_load(fp32_path, &lo, &c->m, err))) goto fail;
+    if ((s = lsq_qconfig_check(&c->qc, &c->m->def, fp32_path, err))) goto fail;
     c->pp = c->m->preprocess;
     if (opt->size > 0 && opt->size != c->pp.input_size) {
         /* the model's preprocessing at another size: a fixed resize that equalled the crop follows it */
@@ -449,8 +458,8 @@ static lsq_status write_conv(void *ctx, lsq_conv_def *def)
     const calib_obs *o = x->final ? &c->obs[x->index++] : NULL;
     LSQ_ASSERT(!o || o->def == def);
     const float one = 1.f, zero = 0.f;
-    int first_last = !strcmp(def->name, d->stem.name) || !strcmp(def->name, d->classifier.name);
-    int bits = first_last ? c->qc.first_last_bits : c->qc.w_bits;
+    const lsq_qlayer l = lsq_conv_qlayer(&c->qc, d, def);
+    const int bits = l.w_bits;
     lsq_status s;
     if ((s = put_f32(x, def->name, "input_quant.scale", 1, o ? &o->scale : &one)) ||
         (s = put_f32(x, def->name, "input_quant.offset", 1, o ? &o->offset : &zero)))
@@ -473,16 +482,16 @@ static lsq_status write_conv(void *ctx, lsq_conv_def *def)
             goto done;
         }
         if ((s = read_src(x, module, "weight", def->linear ? 2 : 4, shape, w))) goto done;
-        weight_scales(w, pt->cout, per, bits, !c->qc.lsq_plus, sw);
+        int nsw = weight_scales(w, pt->cout, per, bits, !c->qc.lsq_plus, l.per_channel, sw);
         for (int oc = 0; oc < pt->cout; oc++)
             for (size_t i = 0; i < per; i++)
-                codes[(size_t)oc * per + i] = (int8_t)lsq_weight_code(w[(size_t)oc * per + i], sw[oc], bits);
+                codes[(size_t)oc * per + i] = (int8_t)lsq_weight_code(w[(size_t)oc * per + i], sw[nsw > 1 ? oc : 0], bits);
         lsq_pack_codes(codes, n, bits, packed);
         char name[160];
         snprintf(name, sizeof name, "%s.weight_codes", module);
         int64_t nb[1] = {(int64_t)lsq_packed_bytes(n, bits)};
         if ((s = lsq_st_writer_add(x->w, name, LSQ_ST_U8, 1, nb, packed, x->err)) ||
-            (s = put_f32(x, module, "weight_quant.scale", pt->cout, sw)))
+            (s = put_f32(x, module, "weight_quant.scale", nsw, sw)))
             goto done;
         free(w), free(sw), free(codes), free(packed);
         w = sw = NULL, codes = NULL, packed = NULL;
@@ -552,12 +561,10 @@ static lsq_status write_file(lsq_calib *c, const char *out_path, int final, lsq_
     const char *src_pp = lsq_st_metadata(c->src, "preprocess"), *labels = lsq_st_metadata(c->src, "labels");
     char *pp = src_pp && !c->resized ? strdup(src_pp) : preprocess_json(&c->pp);
     if (!s && !pp) s = lsq_fail(err, LSQ_ERR_NOMEM, "out of memory");
-    char cfg[16]; /* the configuration's canonical name */
-    snprintf(cfg, sizeof cfg, "w%da%d%s", c->qc.w_bits, c->qc.a_bits, c->qc.lsq_plus ? "" : "-lsq");
     if (!s && !(s = lsq_st_writer_set_metadata(w, "format_version", fv, err)) &&
         !(s = lsq_st_writer_set_metadata(w, "arch", c->m->def.arch, err)) &&
         !(s = lsq_st_writer_set_metadata(w, "num_classes", classes, err)) &&
-        !(s = lsq_st_writer_set_metadata(w, "config", cfg, err)) &&
+        !(s = lsq_st_writer_set_metadata(w, "config", c->qc.name, err)) &&
         !(s = lsq_st_writer_set_metadata(w, "form", "packed", err)) &&
         !(labels && (s = lsq_st_writer_set_metadata(w, "labels", labels, err))) &&
         !(s = lsq_st_writer_set_metadata(w, "preprocess", pp, err)) &&

@@ -2,6 +2,7 @@
  * names), BatchNorm folding and weight packing; metadata (labels, preprocessing); inspect. */
 #include "model.h"
 
+#include <fnmatch.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -123,7 +124,9 @@ done:
 /* ==== quantizers ==============================================================================
  * A quantized checkpoint (models/lsqnet/quant.py's latent-float form) carries, per conv/linear,
  * <module>.input_quant.scale/offset [1] and per weight <module>[.<split>].weight_quant.scale [Cout]
- * or [1]. Hostile values (zero, negative or non-finite scales, non-finite offsets) are refused. */
+ * or [1] (only [1] under per-tensor configurations, +pt). Each layer's bits, grid and scale
+ * granularity come from lsq_conv_qlayer. Hostile values (zero, negative or non-finite scales,
+ * non-finite offsets) are refused. */
 
 static lsq_status read_quant_tensor(loader *L, const char *module, const char *field, int n, float *dst)
 {
@@ -146,13 +149,47 @@ static lsq_status read_quant_tensor(loader *L, const char *module, const char *f
     return LSQ_OK;
 }
 
-/* Bits and grid of a conv's quantizers, by its place in the network (lsqplus.md: the first and
- * last layers at first_last_bits; the network input signed). */
+lsq_qlayer lsq_conv_qlayer(const lsq_qconfig *qc, const lsq_net_def *d, const lsq_conv_def *c)
+{
+    lsq_qrole role = !strcmp(c->name, d->stem.name)         ? LSQ_QROLE_FIRST
+                     : !strcmp(c->name, d->classifier.name) ? LSQ_QROLE_LAST
+                                                            : LSQ_QROLE_INNER;
+    return lsq_qconfig_layer(qc, c->name, role);
+}
+
+/* Bits and grid of a conv's quantizers (lsq_conv_qlayer). */
 static void quant_roles(const lsq_qconfig *qc, const lsq_net_def *d, const lsq_conv_def *c, lsq_conv *out)
 {
-    int first = c == &d->stem, last = c == &d->classifier;
-    out->w_bits = first || last ? qc->first_last_bits : qc->w_bits;
-    lsq_act_quant_init(&out->in, first ? qc->input_bits : last ? qc->first_last_bits : qc->a_bits, first);
+    lsq_qlayer l = lsq_conv_qlayer(qc, d, c);
+    out->w_bits = l.w_bits;
+    out->w_per_channel = l.per_channel;
+    out->in_offset = l.a_offset;
+    lsq_act_quant_init(&out->in, l.a_bits, l.a_signed);
+}
+
+typedef struct {
+    const char *pattern;
+    int hits;
+} rule_match;
+
+static lsq_status count_match(void *ctx, lsq_conv_def *c)
+{
+    rule_match *r = ctx;
+    r->hits += !fnmatch(r->pattern, c->name, 0);
+    return LSQ_OK;
+}
+
+lsq_status lsq_qconfig_check(const lsq_qconfig *qc, const lsq_net_def *d, const char *path, lsq_error *err)
+{
+    for (int i = 0; i < qc->nrules; i++) {
+        rule_match r = {qc->rule[i].pattern, 0};
+        arch_foreach_conv((lsq_net_def *)d, count_match, &r);
+        if (!r.hits)
+            return lsq_fail(err, LSQ_ERR_ARG, "%s: configuration '%s': layer pattern '%s' matches no conv or linear "
+                            "layer of %s (timm module names, e.g. blocks.1.0.conv_dw)", path, qc->name, r.pattern,
+                            d->arch);
+    }
+    return LSQ_OK;
 }
 
 static lsq_status load_input_quant(loader *L, const lsq_conv_def *c, lsq_conv *out)
@@ -162,7 +199,7 @@ static lsq_status load_input_quant(loader *L, const lsq_conv_def *c, lsq_conv *o
     if ((s = read_quant_tensor(L, c->name, "input_quant.scale", 1, &v))) return s;
     out->in.scale = v;
     if ((s = read_quant_tensor(L, c->name, "input_quant.offset", 1, &v))) return s;
-    if (!L->m->qc.lsq_plus && c != &L->m->def.stem && v != 0.f) {
+    if (!out->in_offset && v != 0.f) {
         char name[160];
         tensor_name(L, c->name, "input_quant.offset", name, sizeof name);
         return lsq_fail(L->err, LSQ_ERR_TENSOR, "%s: tensor '%s': offset %g in an LSQ (-lsq) configuration, must be 0",
@@ -182,8 +219,15 @@ static lsq_status weight_codes(loader *L, const char *module, const lsq_conv *ou
     int cout = (int)shape[0];
     size_t per = (size_t)shape[1] * shape[2] * shape[3], n = (size_t)cout * per;
     lsq_status s;
-    if ((s = read_quant_tensor(L, module, "weight_quant.scale", cout, sw))) return s;
     char name[160];
+    if (!out->w_per_channel) { /* +pt: exactly one scale, [1] */
+        tensor_name(L, module, "weight_quant.scale", name, sizeof name);
+        const lsq_st_tensor *st = lsq_st_find(L->f, name);
+        if (st && !(st->ndim == 1 && st->shape[0] == 1))
+            return lsq_fail(L->err, LSQ_ERR_TENSOR, "%s: tensor '%s': expected shape [1] (per-tensor weight scales, "
+                            "configuration '%s')", L->m->path, name, L->m->qc.name);
+    }
+    if ((s = read_quant_tensor(L, module, "weight_quant.scale", cout, sw))) return s;
     tensor_name(L, module, "weight_codes", name, sizeof name);
     const lsq_st_tensor *t = lsq_st_find(L->f, name);
     if (t) {
@@ -449,14 +493,18 @@ lsq_status lsq_model_load(const char *path, const lsq_load_options *opt, lsq_mod
     const char *file_config = lsq_st_metadata(f, "config");
     const char *config = opt && opt->config ? opt->config : file_config ? file_config : "fp32";
     if ((s = lsq_qconfig_parse(config, &m->qc, err))) goto fail;
-    if (m->qc.quantized && (!file_config || strcmp(file_config, config))) {
+    /* the same configuration, compared by canonical name ("w4a4+fl8" is "w4a4") */
+    lsq_qconfig fqc;
+    lsq_error ferr;
+    int same = file_config && !lsq_qconfig_parse(file_config, &fqc, &ferr) && !strcmp(fqc.name, m->qc.name);
+    if (m->qc.quantized && !same) {
         s = lsq_fail(err, LSQ_ERR_UNSUPPORTED,
                      "%s: configuration '%s' needs a checkpoint quantized for it; this file is %s%s%s", path, config,
                      file_config ? "quantized for '" : "a float checkpoint", file_config ? file_config : "",
                      file_config ? "'" : "");
         goto fail;
     }
-    snprintf(m->config, sizeof m->config, "%s", config);
+    snprintf(m->config, sizeof m->config, "%s", m->qc.name);
 
     /* Architecture: the file's metadata, or the caller's; both present must agree. */
     const char *file_arch = lsq_st_metadata(f, "arch");
@@ -497,6 +545,7 @@ lsq_status lsq_model_load(const char *path, const lsq_load_options *opt, lsq_mod
                      path);
         goto fail;
     }
+    if ((s = lsq_qconfig_check(&m->qc, &m->def, path, err))) goto fail;
     L.tv_head_stage = 8;
     m->preprocess = m->def.preprocess;
 

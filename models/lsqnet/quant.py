@@ -22,12 +22,17 @@ Configurations (parse_config): 'fp32'; 'wXaY' (X, Y in 2..8) = LSQ+ (unsigned ac
 learned offset), per-channel weight scales, stem conv and classifier at 8 bits; 'wXaY-lsq' = the LSQ
 baseline (unsigned activations, offset fixed at 0). The network input (the normalised image) gets a
 signed 8-bit quantizer with a learned offset in both, identical, so that LSQ vs LSQ+ comparisons
-measure the inner layers.
+measure the inner layers. Suffixes, the C engine's grammar (engine/src/quant.h, README
+"Configurations"): '+pt' per-tensor weight scales, '+fl<B>' first/last layers at B bits, '+dw<B>' /
+'+se<B>' the depthwise / SE layers at B bits, '+<pattern>=<B>' the layers whose module name matches
+the fnmatch pattern at B bits (the last matching override wins); e.g. 'w2a2-lsq+pt+dw8'.
+QuantConfig.layer() decides every layer's quantizers; QuantConfig.name is the canonical name.
 
-Public: ActQuantizer, WeightQuantizer, QConv2d, QLinear, QMixedConv2d, QuantConfig, parse_config,
-QuantFactory, create, finalize, load_float_weights, calibrate, clamp_scales_, quantizers,
+Public: ActQuantizer, WeightQuantizer, QConv2d, QLinear, QMixedConv2d, QuantConfig, LayerQuant,
+parse_config, QuantFactory, create, finalize, configure, quantized_layers, load_float_weights, calibrate, clamp_scales_, quantizers,
 pack_codes, unpack_codes, export.
 """
+import fnmatch
 import json
 import math
 import re
@@ -346,34 +351,132 @@ class QMixedConv2d(nets.MixedConv2d):
 # =============================================================================================
 
 
+# Named layer groups of the "+<group><B>" clauses, as fnmatch patterns on timm module names (the C
+# engine's lsq_qgroups, engine/src/quant.c).
+GROUPS = {"dw": "blocks.*.conv_dw", "se": "blocks.*.se.*"}
+MAX_OVERRIDES = 8
+NAME_LEN = 63      # longest canonical name (the server's names are <= 64 characters)
+PATTERN_LEN = 47
+
+_BASE_RE = re.compile(r"w([2-8])a([2-8])(-lsq)?")  # fullmatch only ('$' would let a trailing newline in)
+_BITS_RE = re.compile(r"[2-8]")
+_PATTERN_RE = re.compile(r"[A-Za-z0-9._*]+")
+_GRAMMAR = ("expected fp32 or wXaY[-lsq] followed by +pt, +fl<B>, +dw<B>, +se<B> or +<pattern>=<B> (X, Y, B in "
+            "2..8; pattern: fnmatch on the module name, [A-Za-z0-9._*])")
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """The quantizers of one conv/linear layer under a configuration (QuantConfig.layer)."""
+
+    w_bits: int
+    a_bits: int
+    a_signed: bool
+    a_offset: bool
+    per_channel: bool
+
+
 @dataclass
 class QuantConfig:
-    """One execution configuration. name is the canonical string ('w4a4', 'w2a2-lsq')."""
+    """One execution configuration. name is the canonical string ('w4a4', 'w2a2-lsq+pt+dw8').
+
+    overrides: ((fnmatch pattern on the module name, bits), ...) in order; the last match wins and
+    sets the layer's weight and input bits; overrides win over first_last_bits. layer() is the one
+    place that decides a layer's quantizers (the C engine's lsq_qconfig_layer).
+    """
 
     name: str
     w_bits: int
     a_bits: int
     lsq_plus: bool = True            # False: LSQ baseline (offset fixed 0, LSQ's init)
-    per_channel: bool = True
-    first_last_bits: int = 8         # stem conv and classifier (weights and the classifier's input)
-    input_bits: int = 8              # the network input quantizer (signed, learned offset)
+    per_channel: bool = True         # False (+pt): one weight scale per tensor
+    first_last_bits: int = 8         # stem conv weights and classifier (weights and its input); +fl<B>
+    input_bits: int = 8              # the network input quantizer (signed, learned offset): always 8
     act_init: str = "mse"            # default activation init for calibrate()
     weight_init: str = "3sigma"
+    overrides: tuple = ()
 
+    def canonical(self):
+        """The canonical name: base, +pt, +fl<B> (omitted at 8), then the overrides in order, a
+        pattern equal to a group's written as the group."""
+        out = f"w{self.w_bits}a{self.a_bits}" + ("" if self.lsq_plus else "-lsq")
+        out += "" if self.per_channel else "+pt"
+        out += "" if self.first_last_bits == 8 else f"+fl{self.first_last_bits}"
+        names = {pat: g for g, pat in GROUPS.items()}
+        for pat, bits in self.overrides:
+            out += f"+{names[pat]}{bits}" if pat in names else f"+{pat}={bits}"
+        return out
 
-_CONFIG_RE = re.compile(r"^w([2-8])a([2-8])(-lsq)?$")
+    def layer(self, module, role):
+        """LayerQuant for the conv/linear named module (timm name; a MixNet mixed conv's own name,
+        never a split's) with nets role role ('stem', 'classifier' or an inner role); module None
+        applies no overrides."""
+        if role in ("stem", "classifier"):
+            wb = ab = self.first_last_bits
+        else:
+            wb, ab = self.w_bits, self.a_bits
+        if module is not None:
+            for pat, bits in reversed(self.overrides):
+                if fnmatch.fnmatchcase(module, pat):
+                    wb = ab = bits
+                    break
+        if role == "stem":  # the network input: signed 8-bit with a learned offset, in LSQ and LSQ+ alike
+            return LayerQuant(wb, self.input_bits, True, True, self.per_channel)
+        return LayerQuant(wb, ab, False, self.lsq_plus, self.per_channel)
 
 
 def parse_config(name):
-    """'fp32' -> None; 'wXaY' / 'wXaY-lsq' -> QuantConfig. Raises ValueError otherwise."""
+    """'fp32' -> None; 'wXaY[-lsq]' with '+' clauses (README "Configurations") -> QuantConfig whose
+    name is the canonical form. Raises ValueError, saying what is wrong, otherwise."""
     if name == "fp32":
         return None
-    m = _CONFIG_RE.match(name)
+    if not isinstance(name, str):
+        raise ValueError(f"unknown configuration {name!r} ({_GRAMMAR})")
+    base, *clauses = name.split("+")
+    m = _BASE_RE.fullmatch(base)
     if not m:
-        raise ValueError(f"unknown configuration '{name}' (expected fp32, wXaY or wXaY-lsq with X, Y in 2..8)")
+        raise ValueError(f"unknown configuration '{name}' ({_GRAMMAR})")
     lsq = bool(m.group(3))
-    return QuantConfig(name=name, w_bits=int(m.group(1)), a_bits=int(m.group(2)), lsq_plus=not lsq,
-                       act_init="lsq" if lsq else "mse", weight_init="lsq" if lsq else "3sigma")
+    per_channel, fl, overrides = True, None, []
+
+    def add(pattern, bits):
+        if any(p == pattern for p, _ in overrides):
+            raise ValueError(f"configuration '{name}': layer pattern '{pattern}' given twice")
+        if len(overrides) == MAX_OVERRIDES:
+            raise ValueError(f"configuration '{name}': more than {MAX_OVERRIDES} layer overrides")
+        overrides.append((pattern, bits))
+
+    for cl in clauses:
+        if not cl:
+            raise ValueError(f"unknown configuration '{name}': empty '+' clause; {_GRAMMAR}")
+        if "=" in cl:
+            pattern, bits = cl.split("=", 1)
+            if not (_PATTERN_RE.fullmatch(pattern) and len(pattern) <= PATTERN_LEN):
+                raise ValueError(f"unknown configuration '{name}': layer pattern '{pattern}' must be "
+                                 f"1..{PATTERN_LEN} of [A-Za-z0-9._*]")
+            if not _BITS_RE.fullmatch(bits):
+                raise ValueError(f"unknown configuration '{name}': '+{cl}': bits must be one digit 2..8")
+            add(pattern, int(bits))
+        elif cl == "pt":
+            if not per_channel:
+                raise ValueError(f"configuration '{name}': '+pt' given twice")
+            per_channel = False
+        elif cl.startswith("fl") and _BITS_RE.fullmatch(cl[2:]):
+            if fl is not None:
+                raise ValueError(f"configuration '{name}': '+fl' given twice")
+            fl = int(cl[2:])
+        else:
+            g = next((g for g in GROUPS if cl.startswith(g) and _BITS_RE.fullmatch(cl[len(g):])), None)
+            if g is None:
+                raise ValueError(f"unknown configuration '{name}': unknown clause '+{cl}'; {_GRAMMAR}")
+            add(GROUPS[g], int(cl[len(g):]))
+    cfg = QuantConfig(name="", w_bits=int(m.group(1)), a_bits=int(m.group(2)), lsq_plus=not lsq,
+                      per_channel=per_channel, first_last_bits=fl or 8, act_init="lsq" if lsq else "mse",
+                      weight_init="lsq" if lsq else "3sigma", overrides=tuple(overrides))
+    cfg.name = cfg.canonical()
+    if len(cfg.name) > NAME_LEN:
+        raise ValueError(f"configuration '{name}': the canonical name is longer than {NAME_LEN} characters")
+    return cfg
 
 
 class QuantFactory(nets.LayerFactory):
@@ -387,25 +490,15 @@ class QuantFactory(nets.LayerFactory):
     def __init__(self, cfg):
         self.cfg = cfg
 
-    def _bits(self, role):
-        c = self.cfg
-        first_last = role in ("stem", "classifier")
-        return (c.first_last_bits if first_last else c.w_bits), (c.first_last_bits if first_last else c.a_bits)
-
     def conv2d(self, in_chs, out_chs, kernel_size, stride=1, groups=1, bias=False, tf_same=False, role=""):
-        c = self.cfg
-        wb, ab = self._bits(role)
-        if role == "stem":  # the network input: signed 8-bit with a learned offset, in LSQ and LSQ+ alike
-            return QConv2d(in_chs, out_chs, kernel_size, stride, groups, bias, tf_same, role, w_bits=wb,
-                           a_bits=c.input_bits, a_signed=True, a_offset=True, per_channel=c.per_channel)
-        return QConv2d(in_chs, out_chs, kernel_size, stride, groups, bias, tf_same, role, w_bits=wb, a_bits=ab,
-                       a_signed=False, a_offset=c.lsq_plus, per_channel=c.per_channel)
+        q = self.cfg.layer(None, role)  # by role only: configure() applies the per-name overrides
+        return QConv2d(in_chs, out_chs, kernel_size, stride, groups, bias, tf_same, role, w_bits=q.w_bits,
+                       a_bits=q.a_bits, a_signed=q.a_signed, a_offset=q.a_offset, per_channel=q.per_channel)
 
     def linear(self, in_features, out_features, bias=True, role=""):
-        c = self.cfg
-        wb, ab = self._bits(role)
-        return QLinear(in_features, out_features, bias, role, w_bits=wb, a_bits=ab, a_signed=False,
-                       a_offset=c.lsq_plus, per_channel=c.per_channel)
+        q = self.cfg.layer(None, role)
+        return QLinear(in_features, out_features, bias, role, w_bits=q.w_bits, a_bits=q.a_bits, a_signed=q.a_signed,
+                       a_offset=q.a_offset, per_channel=q.per_channel)
 
 
 def finalize(model):
@@ -423,12 +516,47 @@ def finalize(model):
     return model
 
 
+def quantized_layers(model):
+    """(name, module, [weight-quantized convs]) for every quantized conv/linear layer of model: the
+    module owning the input quantizer (a mixed conv, not its splits) and the modules holding its
+    weight quantizers (its splits, or itself)."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, QMixedConv2d):
+            out.append((name, m, [m[str(i)] for i in range(len(m.splits))]))
+        elif isinstance(m, (QConv2d, QLinear)) and m.input_quant is not None:
+            out.append((name, m, [m]))
+    return out
+
+
+def configure(model, cfg):
+    """Give every quantized layer the quantizers cfg.layer(name, role) asks for (fresh ones where the
+    factory's role-only choice differs: the per-name overrides). Every override must match a layer."""
+    hits = {pat: 0 for pat, _ in cfg.overrides}
+    for name, m, convs in quantized_layers(model):
+        for pat in hits:
+            hits[pat] += fnmatch.fnmatchcase(name, pat)
+        q = cfg.layer(name, convs[0].role)
+        iq = m.input_quant
+        if (iq.bits, iq.signed, iq.learn_offset) != (q.a_bits, q.a_signed, q.a_offset):
+            m.input_quant = ActQuantizer(q.a_bits, q.a_signed, q.a_offset)
+        for c in convs:
+            wq = c.weight_quant
+            if (wq.bits, wq.per_channel) != (q.w_bits, q.per_channel):
+                c.weight_quant = WeightQuantizer(q.w_bits, c.weight.shape[0], q.per_channel)
+    missing = [pat for pat, n in hits.items() if not n]
+    if missing:
+        raise ValueError(f"configuration '{cfg.name}': layer pattern '{missing[0]}' matches no conv or linear layer "
+                         f"(timm module names, e.g. blocks.1.0.conv_dw)")
+    return model
+
+
 def create(arch, config, num_classes=1000):
     """nets.create for a configuration name or QuantConfig ('fp32' gives the float model)."""
     cfg = parse_config(config) if isinstance(config, str) else config
     if cfg is None:
         return nets.create(arch, num_classes)
-    model = finalize(nets.create(arch, num_classes, QuantFactory(cfg)))
+    model = configure(finalize(nets.create(arch, num_classes, QuantFactory(cfg))), cfg)
     model.quant_config = cfg
     return model
 
@@ -543,6 +671,14 @@ def unpack_codes(data, bits, n, signed=True):
 # =============================================================================================
 
 
+def config_name(config):
+    """The canonical name of a configuration name or QuantConfig (what checkpoints record)."""
+    if not isinstance(config, str):
+        return config.name
+    cfg = parse_config(config)
+    return cfg.name if cfg else "fp32"
+
+
 def export(model, arch, path, config, labels=None, preprocess=None):
     """nets.export plus the configuration in __metadata__['config'] (latent-float form: float weights
     and the quantizer tensors; the packed deployable form is still to be written).
@@ -551,7 +687,7 @@ def export(model, arch, path, config, labels=None, preprocess=None):
     """
     nets.export(model, arch, path, labels=labels, preprocess=preprocess)
     tensors, meta = safetensors_io.load(path)
-    meta["config"] = config if isinstance(config, str) else config.name
+    meta["config"] = config_name(config)
     safetensors_io.save(path, tensors, meta)
 
 
@@ -568,7 +704,7 @@ def export_packed(model, arch, path, config, labels=None, preprocess=None):
         B.folded_bias  = bias - running_mean * folded_scale   [C]
     __metadata__: as export() plus "form": "packed". The engine reads both forms.
     """
-    cfg_name = config if isinstance(config, str) else config.name
+    cfg_name = config_name(config)
     sd = model.state_dict()
     tensors = {}
     for name, m in model.named_modules():
@@ -602,5 +738,5 @@ def config_of(path):
 
 
 __all__ = ["ActQuantizer", "WeightQuantizer", "QConv2d", "QLinear", "QMixedConv2d", "QuantConfig", "QuantFactory",
-           "parse_config", "create", "finalize", "load_float_weights", "calibrate", "clamp_scales_", "quantizers",
+           "LayerQuant", "GROUPS", "parse_config", "config_name", "create", "finalize", "configure", "quantized_layers", "load_float_weights", "calibrate", "clamp_scales_", "quantizers",
            "pack_codes", "unpack_codes", "export", "export_packed", "fake_quant", "quant_codes", "init_act_params", "qrange"]

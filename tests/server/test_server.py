@@ -97,7 +97,7 @@ def extra_manifest(models, dirname, **changes):
     m = man["models"][0]
     for c in m["configs"]:
         c["file"] = os.path.join(models, c["file"])
-    m["extra_configs"] = ["w3a3", "w2a2-lsq"]
+    m["extra_configs"] = ["w3a3", "w2a2-lsq+dw8"]
     m["calibration"] = {"path": FMNIST, "split": "train", "images": 16}
     for k, v in changes.items():
         if v is None:
@@ -165,7 +165,7 @@ def test_extra_configs(models, img):
         m = re.search(r"config w3a3: calibrated from (\S+) on 16 images of (\S+) \(split train\) in [0-9.]+ s; "
                       r"calibration cache miss, wrote (\S+)", log)
         tap.check("extra_calibration_logged_cache_miss", m is not None and m.group(1) == fp32 and
-                  m.group(2) == FMNIST and "config w2a2-lsq: calibrated" in log, log[-1500:])
+                  m.group(2) == FMNIST and "config w2a2-lsq+dw8: calibrated" in log, log[-1500:])
         tap.check("extra_ready_after_calibration", m is not None and log.index("calibration cache miss") <
                   log.index("ready: listening"), log[-800:])
         cfile = m.group(3) if m else ""
@@ -184,16 +184,21 @@ def test_extra_configs(models, img):
         tap.check("extra_classify_200_matches_cli", st == 200 and j["config"] == "w3a3" and
                   same_predictions(j["predictions"], want), f"{st} {j} {want}")
         first = j.get("predictions") if st == 200 else None
-        st, _, j = srv.json("POST", "/predictions/mixnet_s-test/w2a2-lsq", jpg, {"Content-Type": "image/jpeg"})
-        tap.check("extra_predictions_w2a2_lsq", st == 200 and j["config"] == "w2a2-lsq" and len(j["predictions"]) == 5,
+        st, _, j = srv.json("POST", "/predictions/mixnet_s-test/w2a2-lsq+dw8", jpg, {"Content-Type": "image/jpeg"})
+        tap.check("extra_predictions_w2a2_lsq", st == 200 and j["config"] == "w2a2-lsq+dw8" and len(j["predictions"]) == 5,
                   f"{st} {j}")
+        # a suffixed name in a query string: a bare '+' (form-decoded to a space) and %2B both find it
+        for q in ("w2a2-lsq+dw8", "w2a2-lsq%2Bdw8"):
+            st, _, j = classify(srv, q)
+            tap.check(f"extra_query_plus_{'bare' if '+' in q else 'escaped'}",
+                      st == 200 and j["config"] == "w2a2-lsq+dw8", f"{st} {j}")
         st, _, j = srv.json("GET", "/v1/models")
         src = {m["config"]: (m["source"], m["bits"]) for m in j} if st == 200 else {}
         tap.check("extra_v1_models_source", src == {
             "fp32": ("trained", {"weights": 32, "activations": 32}),
             "w4a4": ("trained", {"weights": 4, "activations": 4}),
             "w3a3": ("calibrated", {"weights": 3, "activations": 3}),
-            "w2a2-lsq": ("calibrated", {"weights": 2, "activations": 2})}, str(j))
+            "w2a2-lsq+dw8": ("calibrated", {"weights": 2, "activations": 2})}, str(j))
         st, _, rep = srv.json("GET", "/v1/report")
         confs = {c["config"]: c for c in rep["configurations"]} if st == 200 else {}
         w3 = confs.get("w3a3", {})
@@ -205,9 +210,9 @@ def test_extra_configs(models, img):
                   confs.get("fp32", {}).get("source") == "trained" and "calibration" not in confs.get("fp32", {}),
                   str(w3))
         st, _, j = srv.json("GET", "/v2/models/mixnet_s-test/versions/w3a3")
-        tap.check("extra_v2_model_versions", st == 200 and j["versions"] == ["fp32", "w4a4", "w3a3", "w2a2-lsq"],
+        tap.check("extra_v2_model_versions", st == 200 and j["versions"] == ["fp32", "w4a4", "w3a3", "w2a2-lsq+dw8"],
                   str(j))
-        st, _, j = srv.json("GET", "/v2/models/mixnet_s-test/versions/w2a2-lsq/ready")
+        st, _, j = srv.json("GET", "/v2/models/mixnet_s-test/versions/w2a2-lsq+dw8/ready")
         tap.check("extra_v2_version_ready", st == 200 and j["ready"] is True, str(j))
         req = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
                            "data": [base64.b64encode(jpg).decode()]}]}
@@ -218,7 +223,7 @@ def test_extra_configs(models, img):
         st, _, body = srv.request("GET", "/metrics")
         tap.check("extra_metrics_labels", st == 200 and
                   re.search(rb'lsq_requests_total\{model="mixnet_s-test",config="w3a3",code="200"\} [1-9]', body) and
-                  b'lsq_inference_seconds_count{model="mixnet_s-test",config="w2a2-lsq"}' in body, body[-1500:])
+                  b'lsq_inference_seconds_count{model="mixnet_s-test",config="w2a2-lsq+dw8"}' in body, body[-1500:])
         rc = srv.stop()
         tap.check("extra_server_exit_0", rc == 0, srv.stderr()[-500:])
     finally:
@@ -231,7 +236,7 @@ def test_extra_configs(models, img):
     try:
         log = srv.stderr()
         tap.check("extra_second_start_cache_hit", f"config w3a3: calibration cache hit, {cfile}" in log and
-                  "config w2a2-lsq: calibration cache hit" in log and "calibrated from" not in log, log[-1500:])
+                  "config w2a2-lsq+dw8: calibration cache hit" in log and "calibrated from" not in log, log[-1500:])
         now = {f: os.stat(os.path.join(cache, f)).st_mtime_ns for f in os.listdir(cache) if f.startswith("calib-")}
         tap.check("extra_cache_not_rewritten", now == mtimes and len(now) == 2, f"{mtimes} {now}")
         st, _, j = classify(srv, "w3a3")

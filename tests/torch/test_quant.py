@@ -300,6 +300,53 @@ for badname in ("w1a4", "w4a9", "w4a4-foo", "int8"):
     except ValueError:
         tap.ok(f"config_rejects_{badname}")
 
+# the suffix grammar: tests/unit/test_quant.c's tables, so that the trainer and the engine agree
+CANONICAL = [("w4a4", "w4a4"), ("w2a2-lsq", "w2a2-lsq"), ("w4a4+pt", "w4a4+pt"), ("w4a4+fl6", "w4a4+fl6"),
+             ("w4a4+fl8", "w4a4"), ("w3a3+fl4+pt", "w3a3+pt+fl4"), ("w2a2+dw8", "w2a2+dw8"),
+             ("w2a2+blocks.*.conv_dw=8", "w2a2+dw8"), ("w2a2-lsq+pt+blocks.*.se.*=8", "w2a2-lsq+pt+se8"),
+             ("w2a2+se8+dw8", "w2a2+se8+dw8"), ("w4a4+conv_head=8+fl6", "w4a4+fl6+conv_head=8"),
+             ("w2a2+blocks.1.*=4+blocks.1.0.conv_dw=8", "w2a2+blocks.1.*=4+blocks.1.0.conv_dw=8")]
+bad_canon = [(n, quant.parse_config(n).name) for n, want in CANONICAL
+             if quant.parse_config(n).name != want or quant.parse_config(want).name != want]
+tap.check("config_canonical", not bad_canon, f"{bad_canon}")
+REJECTS = [("w4a4+", "empty '+' clause"), ("w4a4++pt", "empty '+' clause"), ("w4a4+pt+pt", "'+pt' given twice"),
+           ("w4a4+fl6+fl4", "'+fl' given twice"), ("w4a4+fl9", "unknown clause '+fl9'"),
+           ("w4a4+fl", "unknown clause '+fl'"), ("w4a4+dw1", "unknown clause '+dw1'"),
+           ("w4a4+xx8", "unknown clause '+xx8'"), ("w4a4+PT", "unknown clause '+PT'"),
+           ("w4a4+blocks/1=8", "layer pattern 'blocks/1' must be"), ("w4a4+blocks.?.conv_dw=8", "layer pattern"),
+           ("w4a4+=8", "layer pattern '' must be"), ("w4a4+conv_head=10", "bits must be one digit 2..8"),
+           ("w4a4+conv_head=", "bits must be one digit 2..8"),
+           ("w4a4+dw8+blocks.*.conv_dw=4", "'blocks.*.conv_dw' given twice"),
+           ("w4a4+a=8+b=8+c=8+d=8+e=8+f=8+g=8+h=8+i=8", "more than 8 layer overrides"),
+           ("w4a4+blocks.0.0.conv_dw=8+blocks.1.0.conv_dw=8+blocks.2.0.conv_dw=8", "longer than 63 characters"),
+           ("w4a4-lsq-lsq", "unknown configuration"), ("fp32+pt", "unknown configuration"),
+           ("w4a4 +pt", "unknown configuration"), ("w4a4+pt\n", "unknown clause")]
+bad_rej = []
+for n, msg in REJECTS:
+    try:
+        quant.parse_config(n)
+        bad_rej.append(f"{n!r} accepted")
+    except ValueError as e:
+        if msg not in str(e) or n not in str(e):
+            bad_rej.append(f"{n!r}: {e}")
+tap.check("config_rejects_suffixes", not bad_rej, "; ".join(bad_rej[:3]))
+# QuantConfig.layer and the quantizers create() builds from it: overrides by name (last match wins,
+# over +fl), per-tensor scales, mixed convs as one module, the network input always signed 8-bit
+mq = quant.create("mixnet_s", "w2a3-lsq+pt+fl6+blocks.*=4+dw8+conv_stem=5", 10)
+got = {n: (m.input_quant.bits, m.input_quant.signed, m.input_quant.learn_offset,
+           [c.weight_quant.bits for c in cs], [c.weight_quant.per_channel for c in cs], [tuple(c.weight_quant.scale.shape) for c in cs])
+       for n, m, cs in quant.quantized_layers(mq)}
+want = {"conv_stem": (8, True, True, [5], [False], [(1,)]), "blocks.1.0.conv_pw": (4, False, False, [4, 4], [False] * 2, [(1,)] * 2),
+        "blocks.2.0.conv_dw": (8, False, False, [8] * 3, [False] * 3, [(1,)] * 3), "conv_head": (3, False, False, [2], [False], [(1,)]),
+        "classifier": (6, False, False, [6], [False], [(1,)]), "blocks.2.0.se.conv_reduce": (4, False, False, [4], [False], [(1,)])}
+bad_layer = [f"{k}: {got.get(k)} != {v}" for k, v in want.items() if got.get(k) != v]
+tap.check("config_layers", not bad_layer, "; ".join(bad_layer[:3]))
+try:
+    quant.create("efficientnet_b0", "w4a4+blocks.*.conv_dww=8", 10)
+    tap.fail("config_pattern_must_match", "accepted")
+except ValueError as e:
+    tap.check("config_pattern_must_match", "matches no conv or linear layer" in str(e), str(e))
+
 # =============================================================================================
 # 4. train.py --smoke end to end
 # =============================================================================================

@@ -2,7 +2,8 @@
 
 Random EfficientNet-B0 and MixNet-S models at 32x32 (every depthwise layer has borders; MixNet-S
 has every kernel size 3..11 and grouped pointwise convs), LSQ+-initialised at w8a8, w4a4, w3a3,
-w2a2 and the LSQ baselines, exported in the latent-float form. N fixed inputs go through
+w2a2, the LSQ baselines and one configuration whose bits differ from layer to layer
+(w2a2+pt+fl6+dw8+se4), exported in the latent-float form. N fixed inputs go through
 `lsq infer --reference --trace` (the float fake-quantization path, which test_quant_reference.py
 checks against PyTorch) and through the integer path with `--trace`, on the portable C kernels
 (LSQ_ISA=scalar), on the AVX2 ones (LSQ_ISA=avx2, where the CPU has AVX2) and on the best kernels
@@ -18,7 +19,7 @@ What must hold, and why:
   bits, zero point) breaks codes far from any boundary and fails this.
 - Such boundary flips are rare: at least 99.9% of the codes of all tensors up to and including
   each input's first differing tensor are equal; and at 2..4 bits (where no flip happened in any
-  measurement) 99.9% of all codes.
+  measurement; every inner layer, overrides included) 99.9% of all codes.
 - Downstream of a flip, a random-weight network amplifies it (measured at w8a8: one flipped code
   in blocks.1.0 changes ~16% of the later codes of that input, all by-one flips of a chaotic net),
   so whole-network agreement is checked on the logits: the median over inputs of max |error| <=
@@ -35,7 +36,12 @@ import torch
 from common import LSQ_BIN, TMP, Tap, have_engine, random_quantized, read_trace
 from lsqnet import nets, quant
 
-CONFIGS = ["w8a8", "w4a4", "w3a3", "w2a2", "w4a4-lsq", "w2a2-lsq"]
+CONFIGS = ["w8a8", "w4a4", "w3a3", "w2a2", "w4a4-lsq", "w2a2-lsq",
+           # bits differing from layer to layer: 2-bit pointwise, 8-bit depthwise, 4-bit SE, a 6-bit
+           # classifier (and its input), 8-bit stem; per-tensor weight scales
+           "w2a2+pt+fl6+dw8+se4"]
+if os.environ.get("LSQ_QINT_CONFIGS"):  # e.g. "w2a2+pt+fl6+dw8+se4" while developing
+    CONFIGS = os.environ["LSQ_QINT_CONFIGS"].split(",")
 N, S = 8, 32
 DELTA = 1e-3  # code units
 # Kernel levels the integer path runs on: the reference C kernels, AVX2 (on a CPU without it,
@@ -114,7 +120,8 @@ def main():
                     tap.fail(f"integer_{name}_{level}", err)
                     continue
                 codes[level] = t
-                ok, msg, flipped = compare(tr, t, int(cfg[1]) <= 4)
+                qc = quant.parse_config(cfg)
+                ok, msg, flipped = compare(tr, t, max([qc.w_bits, qc.a_bits] + [b for _, b in qc.overrides]) <= 4)
                 if ok:
                     rng = yr.max(1) - yr.min(1)
                     e = np.abs(y - yr).max(1) / rng

@@ -1,7 +1,8 @@
 """test_quant_reference.py - the engine's quantized reference path against the trainer's LSQ+
 fake quantization (models/lsqnet/quant.py), on random EfficientNet-B0 and MixNet-S models at 32x32.
 
-For each architecture and configuration (w8a8, w4a4, w3a3, w2a2 and the LSQ baselines): a float
+For each architecture and configuration (w8a8, w4a4, w3a3, w2a2, the LSQ baselines and three with
+suffixes - per-tensor scales, other first/last bits, per-layer overrides by group and name): a float
 model with randomised weights and BN statistics, quantized with quant.create, calibrated with the
 LSQ+ initialisation on a random batch, exported in the latent-float convention; then 32 fixed
 inputs through PyTorch and through `lsq infer --config <c>`, from the latent-float file and from
@@ -26,7 +27,12 @@ import torch
 from common import LSQ_BIN, TMP, Tap, have_engine, random_quantized
 from lsqnet import nets, quant
 
-CONFIGS = ["w8a8", "w4a4", "w3a3", "w2a2", "w4a4-lsq", "w2a2-lsq"]
+CONFIGS = ["w8a8", "w4a4", "w3a3", "w2a2", "w4a4-lsq", "w2a2-lsq",
+           # suffixes: per-tensor weight scales; first/last layers at 6 bits with the SE layers at 8;
+           # the LSQ baseline per tensor with depthwise at 8 bits and one layer by exact name at 4
+           "w4a4+pt", "w3a3+fl6+se8", "w2a2-lsq+pt+dw8+conv_head=4"]
+if os.environ.get("LSQ_QREF_CONFIGS"):  # e.g. "w4a4+pt,w2a2" while developing
+    CONFIGS = os.environ["LSQ_QREF_CONFIGS"].split(",")
 N, S = 32, 32
 
 
@@ -75,6 +81,11 @@ def main():
             ptop1 = float((yp.argmax(1) == ref.argmax(1)).mean())
             tap.check(f"packed_{name}", np.median(perr) <= 1e-3 * rng and ptop1 >= 0.9,
                       f"median err {np.median(perr):.3g} vs range {rng:.3g}, top-1 {ptop1:.3f}")
+            if "+" in cfg:  # the engine reads the file under the trainer's canonical name
+                r = subprocess.run([LSQ_BIN, "inspect", ppath], capture_output=True, text=True)
+                line = next((ln for ln in r.stdout.splitlines() if ln.startswith("config:")), "")
+                tap.check(f"canonical_name_{name}", line.split() == ["config:", qm.quant_config.name],
+                          f"{line!r} vs {qm.quant_config.name!r}: {r.stderr.strip()[:200]}")
     # deployable file sizes, 1000 classes, first/last layers at 8 bits (issue targets vs the FP32 file)
     targets = {("efficientnet_b0", "w4a4"): 0.19, ("efficientnet_b0", "w2a2"): 0.14,
                ("mixnet_s", "w4a4"): 0.20, ("mixnet_s", "w2a2"): 0.16}
@@ -109,6 +120,17 @@ def main():
         safetensors_io.save(bad, tensors, meta)
         r = subprocess.run([LSQ_BIN, "inspect", bad], capture_output=True, text=True)
         tap.check(f"hostile_{case}", r.returncode == 1 and key in r.stderr and re.search(pattern, r.stderr),
+                  f"exit {r.returncode}: {r.stderr.strip()[:200]}")
+    # per-tensor configurations hold one scale per weight tensor: a per-channel scale is refused
+    pt = f"{TMP}/qref_mixnet_s_w4a4+pt.packed.safetensors"
+    if os.path.exists(pt):
+        tensors, meta = safetensors_io.load(pt)
+        key = "blocks.3.1.conv_pwl.0.weight_quant.scale"
+        tensors[key] = tensors[key].repeat(2)  # any shape but [1]
+        bad = f"{TMP}/hostile_per_channel_in_pt.safetensors"
+        safetensors_io.save(bad, tensors, meta)
+        r = subprocess.run([LSQ_BIN, "inspect", bad], capture_output=True, text=True)
+        tap.check("hostile_per_channel_scale_in_pt", r.returncode == 1 and key in r.stderr and "expected shape [1]" in r.stderr,
                   f"exit {r.returncode}: {r.stderr.strip()[:200]}")
     # a quantized configuration the file was not made for is refused, naming both
     r = subprocess.run([LSQ_BIN, "infer", "--model", f"{TMP}/qref_mixnet_s_w4a4.safetensors", "--config", "w2a2",

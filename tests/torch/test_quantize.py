@@ -5,7 +5,7 @@ images written as PNGs in class folders; `lsq quantize` on them, and quant.calib
 images preprocessed the engine's way (x / 255, - mean, / std in float32), one image per batch - the C
 tool's semantics, so both draw the same subsample. Then, per configuration:
 
-  weights   every per-channel scale within REL 1e-5 of quant.py's (the C side sums mean and variance
+  weights   every per-channel (or per-tensor) scale within REL 1e-5 of quant.py's (the C side sums mean and variance
             in double, torch in float32: ~1e-7 apart), >= 99.99% of weight codes equal and every
             other one off by one (a value on a rounding boundary under a scale one ulp away);
   BN        folded_scale / folded_bias within 1e-6 relative (computed the same way in float32);
@@ -46,7 +46,10 @@ PREPROCESS = {"input_size": S, "resize_size": S, "crop_pct": 1.0, "interpolation
               "std": STD, "grayscale": False}
 # quant.py's MSE search takes about a minute per model here, so one searched case; min-max and LSQ
 # inits search only the network input's quantizer
-CASES = [("efficientnet_b0", "w4a4", None), ("efficientnet_b0", "w2a2-lsq", None), ("mixnet_s", "w3a3", "minmax")]
+CASES = [("efficientnet_b0", "w4a4", None), ("efficientnet_b0", "w2a2-lsq", None), ("mixnet_s", "w3a3", "minmax"),
+         # per-tensor weight scales (one scale per tensor: each MixNet split its own), with both weight inits
+         # (LSQ's 2 mean|w| / sqrt(p); mean +- 3 sigma) and per-layer bits
+         ("mixnet_s", "w2a2-lsq+pt+dw8", None), ("efficientnet_b0", "w3a3+pt+fl6+se8", "minmax")]
 if os.environ.get("LSQ_QUANTIZE_CASES"):  # e.g. "0,2" while developing
     CASES = [CASES[int(i)] for i in os.environ["LSQ_QUANTIZE_CASES"].split(",")]
 
@@ -152,7 +155,7 @@ def main():
         ref_tensors, _ = safetensors_io.load(ref_path)
         tap.check(f"tensor_names_{name}", set(tensors) == set(ref_tensors),
                   f"only C: {sorted(set(tensors) - set(ref_tensors))[:4]}, only torch: {sorted(set(ref_tensors) - set(tensors))[:4]}")
-        tap.check(f"metadata_{name}", meta.get("config") == cfg and meta.get("form") == "packed" and
+        tap.check(f"metadata_{name}", meta.get("config") == quant.parse_config(cfg).name and meta.get("form") == "packed" and
                   meta.get("arch") == arch and json.loads(meta["labels"])[3] == "c3" and
                   json.loads(meta["preprocess"])["input_size"] == S, str(meta)[:300])
 
@@ -163,6 +166,10 @@ def main():
                 continue
             ref_s = m.weight_quant.scale.detach()
             got_s = tensors[f"{mname}.weight_quant.scale"].float()
+            if got_s.shape != ref_s.shape:  # per tensor: [1]; per channel: [Cout]
+                worst_ws = float("inf")
+                tap.note(f"{mname}.weight_quant.scale: shape {list(got_s.shape)}, torch {list(ref_s.shape)}")
+                continue
             worst_ws = max(worst_ws, float(((got_s - ref_s).abs() / ref_s).max()))
             ref_c = m.weight_quant.codes(m.weight).detach().numpy().reshape(-1).astype(np.int32)
             got_c = quant.unpack_codes(tensors[f"{mname}.weight_codes"].numpy(), m.weight_quant.bits, ref_c.size)
@@ -208,7 +215,7 @@ def main():
         worst_rel = max(r[5] for r in rows)
         tap.note(f"{name}: {agree} of {nq} activation quantizers agree to 1e-4; worst MSE excess over torch's choice "
                  f"{worst_rel:.2e} (negative: C found a lower MSE)")
-        searched = (init or ("lsq" if cfg.endswith("-lsq") else "mse")) == "mse"
+        searched = (init or quant.parse_config(cfg).act_init) == "mse"
         if searched:
             tap.check(f"act_params_{name}", not worse and agree >= 0.9 * nq,
                       f"{agree}/{nq} agree; " + "; ".join(worse[:3]))

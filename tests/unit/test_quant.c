@@ -20,6 +20,106 @@ static void test_config_names(void)
     }
 }
 
+/* Suffixes: accepted spellings and the canonical name each prints back to. tests/torch/test_quant.py
+ * holds the same table for models/lsqnet/quant.py's parse_config. */
+static void test_config_canonical(void)
+{
+    static const char *const cases[][2] = {
+        {"w4a4", "w4a4"},
+        {"w2a2-lsq", "w2a2-lsq"},
+        {"w4a4+pt", "w4a4+pt"},
+        {"w4a4+fl6", "w4a4+fl6"},
+        {"w4a4+fl8", "w4a4"},
+        {"w3a3+fl4+pt", "w3a3+pt+fl4"},
+        {"w2a2+dw8", "w2a2+dw8"},
+        {"w2a2+blocks.*.conv_dw=8", "w2a2+dw8"},
+        {"w2a2-lsq+pt+blocks.*.se.*=8", "w2a2-lsq+pt+se8"},
+        {"w2a2+se8+dw8", "w2a2+se8+dw8"}, /* overrides keep their order: the last match wins */
+        {"w4a4+conv_head=8+fl6", "w4a4+fl6+conv_head=8"},
+        {"w2a2+blocks.1.*=4+blocks.1.0.conv_dw=8", "w2a2+blocks.1.*=4+blocks.1.0.conv_dw=8"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        lsq_qconfig c, again;
+        lsq_error err = {{0}};
+        int ok = lsq_qconfig_parse(cases[i][0], &c, &err) == LSQ_OK && !strcmp(c.name, cases[i][1]);
+        if (!ok) printf("#   '%s' -> '%s' (%s), expected '%s'\n", cases[i][0], c.name, err.msg, cases[i][1]);
+        CHECK(ok);
+        /* the canonical name parses to the same settings and prints back to itself */
+        CHECK(lsq_qconfig_parse(c.name, &again, NULL) == LSQ_OK && !strcmp(again.name, c.name));
+        CHECK(again.per_tensor == c.per_tensor && again.first_last_bits == c.first_last_bits &&
+              again.nrules == c.nrules && again.lsq_plus == c.lsq_plus);
+    }
+    lsq_qconfig c;
+    CHECK(lsq_qconfig_parse("w2a2-lsq+pt+fl6+se8", &c, NULL) == LSQ_OK && c.quantized && c.w_bits == 2 &&
+          c.a_bits == 2 && !c.lsq_plus && c.per_tensor && c.first_last_bits == 6 && c.input_bits == 8 &&
+          c.nrules == 1 && !strcmp(c.rule[0].pattern, "blocks.*.se.*") && c.rule[0].bits == 8);
+    CHECK(lsq_qconfig_parse("fp32", &c, NULL) == LSQ_OK && !strcmp(c.name, "fp32"));
+    CHECK(lsq_qconfig_parse(NULL, &c, NULL) == LSQ_OK && !c.quantized && !strcmp(c.name, "fp32"));
+}
+
+/* Malformed names: refused with a message that says what is wrong. */
+static void test_config_rejects(void)
+{
+    static const char *const cases[][2] = {
+        {"w4a4+", "empty '+' clause"},
+        {"w4a4++pt", "empty '+' clause"},
+        {"w4a4+pt+pt", "'+pt' given twice"},
+        {"w4a4+fl6+fl4", "'+fl' given twice"},
+        {"w4a4+fl9", "unknown clause '+fl9'"},
+        {"w4a4+fl", "unknown clause '+fl'"},
+        {"w4a4+dw1", "unknown clause '+dw1'"},
+        {"w4a4+xx8", "unknown clause '+xx8'"},
+        {"w4a4+PT", "unknown clause '+PT'"},
+        {"w4a4+blocks/1=8", "layer pattern 'blocks/1' must be"},
+        {"w4a4+blocks.?.conv_dw=8", "layer pattern"},
+        {"w4a4+=8", "layer pattern '' must be"},
+        {"w4a4+conv_head=10", "bits must be one digit 2..8"},
+        {"w4a4+conv_head=", "bits must be one digit 2..8"},
+        {"w4a4+dw8+blocks.*.conv_dw=4", "'blocks.*.conv_dw' given twice"},
+        {"w4a4+a=8+b=8+c=8+d=8+e=8+f=8+g=8+h=8+i=8", "more than 8 layer overrides"},
+        {"w4a4+blocks.0.0.conv_dw=8+blocks.1.0.conv_dw=8+blocks.2.0.conv_dw=8", "longer than 63 characters"},
+        {"w4a4-lsq-lsq", "unknown configuration"},
+        {"fp32+pt", "unknown configuration"},
+        {"w4a4 +pt", "unknown configuration"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        lsq_qconfig c;
+        lsq_error err = {{0}};
+        int ok = lsq_qconfig_parse(cases[i][0], &c, &err) == LSQ_ERR_ARG && strstr(err.msg, cases[i][1]) &&
+                 strstr(err.msg, cases[i][0]);
+        if (!ok) printf("#   '%s': message '%s', expected it to contain '%s'\n", cases[i][0], err.msg, cases[i][1]);
+        CHECK(ok);
+    }
+}
+
+/* lsq_qconfig_layer: roles, +fl, overrides (last match wins, over +fl), the network input's quantizer. */
+static void test_config_layer(void)
+{
+    lsq_qconfig c;
+    CHECK(lsq_qconfig_parse("w2a3-lsq+pt+fl6+blocks.*=4+dw8", &c, NULL) == LSQ_OK);
+    lsq_qlayer l = lsq_qconfig_layer(&c, "blocks.1.0.conv_pw", LSQ_QROLE_INNER);
+    CHECK(l.w_bits == 4 && l.a_bits == 4 && !l.a_signed && !l.a_offset && !l.per_channel);
+    l = lsq_qconfig_layer(&c, "blocks.1.0.conv_dw", LSQ_QROLE_INNER);
+    CHECK(l.w_bits == 8 && l.a_bits == 8);
+    l = lsq_qconfig_layer(&c, "conv_head", LSQ_QROLE_INNER);
+    CHECK(l.w_bits == 2 && l.a_bits == 3 && !l.a_offset);
+    l = lsq_qconfig_layer(&c, "classifier", LSQ_QROLE_LAST);
+    CHECK(l.w_bits == 6 && l.a_bits == 6 && !l.a_signed);
+    l = lsq_qconfig_layer(&c, "conv_stem", LSQ_QROLE_FIRST);
+    CHECK(l.w_bits == 6 && l.a_bits == 8 && l.a_signed && l.a_offset);
+    /* an override on the stem sets its weights; its input stays signed 8-bit */
+    CHECK(lsq_qconfig_parse("w4a4+conv_stem=3+classifier=5", &c, NULL) == LSQ_OK);
+    l = lsq_qconfig_layer(&c, "conv_stem", LSQ_QROLE_FIRST);
+    CHECK(l.w_bits == 3 && l.a_bits == 8 && l.a_signed && l.a_offset && l.per_channel);
+    l = lsq_qconfig_layer(&c, "classifier", LSQ_QROLE_LAST);
+    CHECK(l.w_bits == 5 && l.a_bits == 5 && l.a_offset);
+    /* the se group matches reduce and expand, not the block's other convs */
+    CHECK(lsq_qconfig_parse("w2a2+se8", &c, NULL) == LSQ_OK);
+    CHECK(lsq_qconfig_layer(&c, "blocks.3.2.se.conv_reduce", LSQ_QROLE_INNER).w_bits == 8);
+    CHECK(lsq_qconfig_layer(&c, "blocks.3.2.se.conv_expand", LSQ_QROLE_INNER).a_bits == 8);
+    CHECK(lsq_qconfig_layer(&c, "blocks.3.2.conv_pwl", LSQ_QROLE_INNER).w_bits == 2);
+}
+
 static void test_rounding(void)
 {
     lsq_act_quant q;
@@ -71,6 +171,9 @@ static void test_pack_round_trip(void)
 int main(void)
 {
     RUN(test_config_names);
+    RUN(test_config_canonical);
+    RUN(test_config_rejects);
+    RUN(test_config_layer);
     RUN(test_rounding);
     RUN(test_pack_examples);
     RUN(test_pack_round_trip);
