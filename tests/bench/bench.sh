@@ -6,7 +6,9 @@
 #   lsq bench --config C (1 thread) for each C in BENCH_CONFIGS (default w8a8 w4a4 w3a3 w2a2)
 # on the same seeded random weights exported to ONNX (tests/bench/export_onnx.py; the quantized
 # configurations quantize them with lsq quantize's initialisation), then the median p50 of each
-# and the ratios: to ONNX Runtime's FP32, and the lower bit-widths to our w8a8. Absolute times drift 30% between runs on shared machines: compare
+# and the ratios: to ONNX Runtime's FP32, and the lower bit-widths to our w8a8. A ratio is the
+# median over rounds of the ratio within each round: the machine changes speed between minutes
+# (measured here: 1.5x for the integer kernels, 1.2x for ONNX Runtime), and a round's columns share one. Absolute times drift 30% between runs on shared machines: compare
 # the ratios, which come from the same minutes. Results also go to BUILD/bench/results.json.
 # Needs node/npm (onnxruntime-node is installed into BUILD/bench/ort, offline-safe with
 # --ignore-scripts) and Debian's python3-torch for the ONNX export.
@@ -34,6 +36,11 @@ configs=${BENCH_CONFIGS-w8a8 w4a4 w3a3 w2a2}
 p50() { sed 's/.*"p50_ms":\([0-9.]*\).*/\1/'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { echo "$1 / $2" | bc -l | cut -c1-5 | sed 's/^\./0./'; }
+rratio() {  # rratio A B: the median over rounds of A's time / B's time in the same round
+    local -a a=(${t[$1]}) b=(${t[$2]}) r=()
+    for i in "${!a[@]}"; do r+=("$(echo "${a[$i]} / ${b[$i]}" | bc -l)"); done
+    ratio "$(median "${r[@]}")" 1
+}
 results=()
 for arch in $archs; do
     onnx=$out/$arch.onnx
@@ -50,13 +57,13 @@ for arch in $archs; do
     declare -A m=()
     for k in "${!t[@]}"; do m[$k]=$(median ${t[$k]}); done
     printf '%-16s lsq fp32 1t p50 %7.3f ms | onnxruntime fp32 1t %7.3f ms | ratio %s | lsq fp32 2t %7.3f ms | 2t/1t %s\n' \
-        "$arch" "${m[lsq1]}" "${m[ort1]}" "$(ratio "${m[lsq1]}" "${m[ort1]}")" "${m[lsq2]}" "$(ratio "${m[lsq2]}" "${m[lsq1]}")"
+        "$arch" "${m[lsq1]}" "${m[ort1]}" "$(rratio lsq1 ort1)" "${m[lsq2]}" "$(rratio lsq2 lsq1)"
     json="\"arch\":\"$arch\",\"size\":224,\"lsq_1t_p50_ms\":${m[lsq1]},\"ort_1t_p50_ms\":${m[ort1]},\"lsq_2t_p50_ms\":${m[lsq2]}"
-    json+=",\"ratio_lsq_ort\":$(ratio "${m[lsq1]}" "${m[ort1]}"),\"ratio_2t_1t\":$(ratio "${m[lsq2]}" "${m[lsq1]}")"
+    json+=",\"ratio_lsq_ort\":$(rratio lsq1 ort1),\"ratio_2t_1t\":$(rratio lsq2 lsq1)"
     for c in $configs; do
-        vs8=""; [ -n "${m[w8a8]:-}" ] && vs8=" | vs lsq w8a8 $(ratio "${m[$c]}" "${m[w8a8]}")"
-        printf '%-16s lsq %-5s 1t p50 %7.3f ms | vs onnxruntime fp32 %s%s\n' "" "$c" "${m[$c]}" "$(ratio "${m[$c]}" "${m[ort1]}")" "$vs8"
-        json+=",\"${c}_1t_p50_ms\":${m[$c]},\"ratio_${c}_ort\":$(ratio "${m[$c]}" "${m[ort1]}")"
+        vs8=""; [ -n "${m[w8a8]:-}" ] && vs8=" | vs lsq w8a8 $(rratio "$c" w8a8)"
+        printf '%-16s lsq %-5s 1t p50 %7.3f ms | vs onnxruntime fp32 %s%s\n' "" "$c" "${m[$c]}" "$(rratio "$c" ort1)" "$vs8"
+        json+=",\"${c}_1t_p50_ms\":${m[$c]},\"ratio_${c}_ort\":$(rratio "$c" ort1)"
     done
     for k in lsq1 ort1 lsq2 $configs; do printf '                 rounds %-5s %s\n' "$k" "${t[$k]# }"; done
     results+=("{$json}")
