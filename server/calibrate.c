@@ -12,7 +12,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,28 +21,8 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "log.h"
 #include "version.h"
-
-static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logf_(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("lsq-server: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
 
 static double mono_s(void)
 {
@@ -96,7 +75,7 @@ static lsq_status calibrate_to(const manifest_model *mm, const manifest_config *
         /* the cache folder was writable a moment ago, but the disk may be full: calibration is done,
          * so write the same result (lsq_calib_write may be called again) where it can go */
         if (s && fallback) {
-            logf_("warning: cannot write the calibration cache %s (%s); keeping it in memory", out, le->msg);
+            srv_log("warning: cannot write the calibration cache %s (%s); keeping it in memory", out, le->msg);
             *used_fallback = 1;
             s = lsq_calib_write(c, fallback, le);
         }
@@ -128,9 +107,9 @@ int calibrate_load(const manifest *man, const manifest_model *mm, const manifest
     *out = NULL;
     lsq_error le = {{0}};
     if (!*data && lsq_dataset_open(cal->path, cal->split, data, &le))
-        return fail(err, errlen, "%s: calibration data (split %s): %s", where, cal->split, le.msg);
+        return srv_fail(err, errlen, "%s: calibration data (split %s): %s", where, cal->split, le.msg);
     int total = lsq_dataset_size(*data), n = cal->images < total ? cal->images : total;
-    if (n < 1) return fail(err, errlen, "%s: calibration data %s holds no images", where, cal->path);
+    if (n < 1) return srv_fail(err, errlen, "%s: calibration data %s holds no images", where, cal->path);
     res->images = n;
     res->total = total;
     lsq_load_options lo = {.arch = mm->arch, .config = mc->config};
@@ -144,7 +123,7 @@ int calibrate_load(const manifest *man, const manifest_model *mm, const manifest
                  LSQ_SERVER_BUILD, lsq_runtime_describe());
         uint64_t key = cache_key(mc->file, extra);
         if (!key)
-            return fail(err, errlen, "%s: cannot read the FP32 checkpoint %s: %s", where, mc->file, strerror(errno));
+            return srv_fail(err, errlen, "%s: cannot read the FP32 checkpoint %s: %s", where, mc->file, strerror(errno));
         int k = snprintf(cpath, sizeof cpath, "%s/calib-%016llx.safetensors", cache_dir, (unsigned long long)key);
         if (k < 0 || (size_t)k >= sizeof cpath) cpath[0] = 0;
     }
@@ -155,17 +134,17 @@ int calibrate_load(const manifest *man, const manifest_model *mm, const manifest
             if (!(res->file = strdup(cpath))) {
                 lsq_model_free(*out);
                 *out = NULL;
-                return fail(err, errlen, "out of memory");
+                return srv_fail(err, errlen, "out of memory");
             }
-            logf_("model %s config %s: calibration cache hit, %s (%d images of %s, split %s)", mm->name, mc->config,
+            srv_log("model %s config %s: calibration cache hit, %s (%d images of %s, split %s)", mm->name, mc->config,
                   cpath, n, cal->path, cal->split);
             return 0;
         }
-        logf_("warning: model %s config %s: the calibration cache %s is unreadable (%s); calibrating again", mm->name,
+        srv_log("warning: model %s config %s: the calibration cache %s is unreadable (%s); calibrating again", mm->name,
               mc->config, cpath, le.msg);
     }
     if (cpath[0] && (cache_mkdirs(cache_dir) || access(cache_dir, W_OK))) {
-        logf_("warning: model %s config %s: the cache folder %s is not writable (%s); calibrating in memory, "
+        srv_log("warning: model %s config %s: the cache folder %s is not writable (%s); calibrating in memory, "
               "again at every start",
               mm->name, mc->config, cache_dir, strerror(errno));
         cpath[0] = 0;
@@ -173,7 +152,7 @@ int calibrate_load(const manifest *man, const manifest_model *mm, const manifest
 
     char tpath[PATH_MAX];
     if (temp_path(tpath, sizeof tpath))
-        return fail(err, errlen, "%s: cannot create a temporary file %s: %s", where, tpath, strerror(errno));
+        return srv_fail(err, errlen, "%s: cannot create a temporary file %s: %s", where, tpath, strerror(errno));
     int in_memory = !cpath[0];
     double t0 = mono_s();
     lsq_status s = calibrate_to(mm, mc, *data, n, in_memory ? tpath : cpath, in_memory ? NULL : tpath, &in_memory, &le);
@@ -181,14 +160,14 @@ int calibrate_load(const manifest *man, const manifest_model *mm, const manifest
     const char *loaded = in_memory ? tpath : cpath;
     if (!s) s = lsq_model_load(loaded, &lo, out, &le);
     unlink(tpath); /* mapped by the model when it loaded from there */
-    if (s) return fail(err, errlen, "%s: calibrating %s: %s", where, mc->file, le.msg);
+    if (s) return srv_fail(err, errlen, "%s: calibrating %s: %s", where, mc->file, le.msg);
     res->cache = in_memory ? CALIB_CACHE_OFF : CALIB_CACHE_MISS;
     if (!in_memory && !(res->file = strdup(cpath))) {
         lsq_model_free(*out);
         *out = NULL;
-        return fail(err, errlen, "out of memory");
+        return srv_fail(err, errlen, "out of memory");
     }
-    logf_("model %s config %s: calibrated from %s on %d images of %s (split %s) in %.1f s; %s%s", mm->name,
+    srv_log("model %s config %s: calibrated from %s on %d images of %s (split %s) in %.1f s; %s%s", mm->name,
           mc->config, mc->file, n, cal->path, cal->split, res->seconds,
           in_memory ? "no calibration cache, kept in memory" : "calibration cache miss, wrote ",
           in_memory ? "" : cpath);

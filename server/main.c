@@ -2,7 +2,6 @@
  * benchmark), serving, and the SIGTERM/SIGINT drain. */
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +13,7 @@
 
 #include "cache.h"
 #include "http.h"
+#include "log.h"
 #include "lsq.h"
 #include "metrics.h"
 #include "models.h"
@@ -22,17 +22,6 @@
 #include "report.h"
 #include "version.h"
 #include "worker.h"
-
-static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logf_(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("lsq-server: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
 
 static int is_dir_with_manifest(const char *d)
 {
@@ -80,12 +69,12 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    logf_("version %s (engine %s, %s)", LSQ_SERVER_VERSION, LSQ_VERSION, LSQ_SERVER_BUILD);
-    logf_("%s", lsq_runtime_describe());
+    srv_log("version %s (engine %s, %s)", LSQ_SERVER_VERSION, LSQ_VERSION, LSQ_SERVER_BUILD);
+    srv_log("%s", lsq_runtime_describe());
     model_registry reg;
     char err[1024];
     if (!is_dir_with_manifest(opt.models_dir)) {
-        logf_("no models: %s/manifest.json does not exist.\n"
+        srv_log("no models: %s/manifest.json does not exist.\n"
               "  Serve your own with --models DIR (a folder with a manifest.json; see server/README.md), or get the\n"
               "  bundled models into models/bundled/ (they are committed there once trained; see models/README.md).",
               opt.models_dir);
@@ -94,12 +83,12 @@ int main(int argc, char **argv)
     char cachebuf[PATH_MAX];
     const char *cache = cache_dir(&opt, cachebuf, sizeof cachebuf);
     if (registry_load(&reg, opt.models_dir, cache, err, sizeof err)) {
-        logf_("cannot load the models: %s", err);
+        srv_log("cannot load the models: %s", err);
         return 1;
     }
     for (int i = 0; i < reg.n; i++) {
         const model_entry *e = &reg.entries[i];
-        logf_("model %s config %s%s%s: %s, %d classes, %dx%d input, %lld bytes, %s", e->mm->name, e->mc->config,
+        srv_log("model %s config %s%s%s: %s, %d classes, %dx%d input, %lld bytes, %s", e->mm->name, e->mc->config,
               e->is_default ? " (default)" : "", e->mc->calibrated ? " (calibrated)" : "", lsq_model_arch(e->model),
               e->classes, e->input_size, e->input_size, (long long)e->file_bytes,
               e->file ? e->file : "in memory");
@@ -107,7 +96,7 @@ int main(int argc, char **argv)
     metrics *met = metrics_create(&reg);
     report *rep = met ? report_create(&reg, &opt, met) : NULL;
     if (!rep) {
-        logf_("out of memory");
+        srv_log("out of memory");
         return 1;
     }
     double t0 = now_ms();
@@ -115,25 +104,25 @@ int main(int argc, char **argv)
     pool_config pc = {opt.workers, opt.queue, worker_create, worker_run, worker_destroy, &ws};
     pool *pl = pool_create(&pc, err, sizeof err);
     if (!pl) {
-        logf_("cannot start the workers: %s", err);
+        srv_log("cannot start the workers: %s", err);
         return 1;
     }
-    logf_("%d workers x %d intra-op threads warmed up in %.0f ms; queue %d", opt.workers, opt.threads, now_ms() - t0,
+    srv_log("%d workers x %d intra-op threads warmed up in %.0f ms; queue %d", opt.workers, opt.threads, now_ms() - t0,
           opt.queue);
     report_measure_benchmarks(rep);
     if (opt.eval == EVAL_MODE_STARTUP) {
-        logf_("measuring accuracy before serving (--eval startup)");
+        srv_log("measuring accuracy before serving (--eval startup)");
         report_measure_accuracy(rep);
     }
 
     http_server hs = {.opt = &opt, .reg = &reg, .pool = pl, .metrics = met, .report = rep};
     if (http_start(&hs, err, sizeof err)) {
-        logf_("%s", err);
+        srv_log("%s", err);
         return 1;
     }
     atomic_store(&hs.ready, 1);
-    logf_("ready: listening on %s:%d", opt.host ? opt.host : "0.0.0.0", hs.port);
-    if (opt.eval == EVAL_MODE_BACKGROUND && report_start_background(rep)) logf_("cannot start the accuracy thread");
+    srv_log("ready: listening on %s:%d", opt.host ? opt.host : "0.0.0.0", hs.port);
+    if (opt.eval == EVAL_MODE_BACKGROUND && report_start_background(rep)) srv_log("cannot start the accuracy thread");
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -141,7 +130,7 @@ int main(int argc, char **argv)
     atomic_store(&hs.ready, 0);
     atomic_store(&hs.draining, 1);
     http_quiesce(&hs);
-    logf_("%s: draining %d requests (deadline %.0f s)", sig == SIGTERM ? "SIGTERM" : "SIGINT", atomic_load(&hs.active),
+    srv_log("%s: draining %d requests (deadline %.0f s)", sig == SIGTERM ? "SIGTERM" : "SIGINT", atomic_load(&hs.active),
           opt.drain_s);
     report_stop(rep);
     double deadline = now_ms() + opt.drain_s * 1e3;
@@ -155,12 +144,12 @@ int main(int argc, char **argv)
         if (now_ms() > deadline) break;
         siginfo_t si;
         if (sigtimedwait(&sigs, &si, &tick) > 0) {
-            logf_("second signal: exiting without finishing %d requests", atomic_load(&hs.active));
+            srv_log("second signal: exiting without finishing %d requests", atomic_load(&hs.active));
             _exit(1);
         }
     }
     if (!drained) {
-        logf_("drain deadline passed with %d requests unfinished; exiting", atomic_load(&hs.active));
+        srv_log("drain deadline passed with %d requests unfinished; exiting", atomic_load(&hs.active));
         _exit(1);
     }
     http_stop(&hs);
@@ -168,6 +157,6 @@ int main(int argc, char **argv)
     report_free(rep);
     metrics_free(met);
     registry_free(&reg);
-    logf_("drained; exiting");
+    srv_log("drained; exiting");
     return 0;
 }

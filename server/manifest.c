@@ -8,20 +8,11 @@
 #include "manifest.h"
 
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+#include "log.h"
 
 static char *resolve(const char *dir, const char *p)
 {
@@ -54,11 +45,11 @@ static const char *get_str(json_t *obj, const char *key, int required, const cha
 {
     json_t *v = json_object_get(obj, key);
     if (!v) {
-        if (required) *bad = fail(err, len, "%s: missing \"%s\"", where, key);
+        if (required) *bad = srv_fail(err, len, "%s: missing \"%s\"", where, key);
         return NULL;
     }
     if (!json_is_string(v)) {
-        *bad = fail(err, len, "%s: \"%s\" must be a string", where, key);
+        *bad = srv_fail(err, len, "%s: \"%s\" must be a string", where, key);
         return NULL;
     }
     return json_string_value(v);
@@ -86,34 +77,34 @@ static int parse_calibration(json_t *jm, const char *dir, manifest_model *m, int
     if (!jc || json_is_null(jc)) {
         if (!n_extra) return 0;
         if (!m->dataset_path)
-            return fail(err, len,
+            return srv_fail(err, len,
                         "%s: \"extra_configs\" needs calibration images: a \"calibration\": {\"path\": ...} entry, "
                         "or a \"dataset\" (its train split is used)",
                         where);
         c->path = strdup(m->dataset_path);
         c->split = strdup("train");
         c->images = 256;
-        return c->path && c->split ? 0 : fail(err, len, "out of memory");
+        return c->path && c->split ? 0 : srv_fail(err, len, "out of memory");
     }
     char w2[4600];
     snprintf(w2, sizeof w2, "%s: calibration", where);
-    if (!json_is_object(jc)) return fail(err, len, "%s: must be an object", w2);
+    if (!json_is_object(jc)) return srv_fail(err, len, "%s: must be an object", w2);
     const char *path = get_str(jc, "path", 1, w2, err, len, &bad);
     const char *split = get_str(jc, "split", 0, w2, err, len, &bad);
     const char *init = get_str(jc, "init", 0, w2, err, len, &bad);
     if (bad) return -1;
     if (split && strcmp(split, "train") && strcmp(split, "test"))
-        return fail(err, len, "%s: \"split\" must be \"train\" or \"test\"", w2);
+        return srv_fail(err, len, "%s: \"split\" must be \"train\" or \"test\"", w2);
     if (init && strcmp(init, "mse") && strcmp(init, "minmax") && strcmp(init, "lsq"))
-        return fail(err, len, "%s: \"init\" must be \"mse\", \"minmax\" or \"lsq\"", w2);
+        return srv_fail(err, len, "%s: \"init\" must be \"mse\", \"minmax\" or \"lsq\"", w2);
     json_t *ji = json_object_get(jc, "images");
     if (ji && !(json_is_integer(ji) && json_integer_value(ji) >= 1 && json_integer_value(ji) <= 1000000))
-        return fail(err, len, "%s: \"images\" must be an integer in 1..1000000", w2);
+        return srv_fail(err, len, "%s: \"images\" must be an integer in 1..1000000", w2);
     c->path = resolve(dir, path);
     c->split = strdup(split ? split : "train");
     c->init = DUP(init);
     c->images = ji ? (int)json_integer_value(ji) : 256;
-    return c->path && c->split && (!init || c->init) ? 0 : fail(err, len, "out of memory");
+    return c->path && c->split && (!init || c->init) ? 0 : srv_fail(err, len, "out of memory");
 }
 
 /* Append "extra_configs" to m->configs as calibrated configurations of the "fp32" checkpoint. */
@@ -123,32 +114,32 @@ static int parse_extra(json_t *extra, manifest_model *m, const char *where, char
     for (int k = 0; k < m->n_configs; k++)
         if (!strcmp(m->configs[k].config, "fp32")) fp32 = k;
     if (fp32 < 0)
-        return fail(err, len,
+        return srv_fail(err, len,
                     "%s: \"extra_configs\" needs an \"fp32\" entry under \"configs\": the FP32 checkpoint they are "
                     "calibrated from",
                     where);
     manifest_config *cs = realloc(m->configs, (size_t)(m->n_configs + n_extra) * sizeof *cs);
-    if (!cs) return fail(err, len, "out of memory");
+    if (!cs) return srv_fail(err, len, "out of memory");
     m->configs = cs;
     int trained = m->n_configs;
     for (int k = 0; k < n_extra; k++) {
         json_t *jx = json_array_get(extra, (size_t)k);
         const char *cn = json_string_value(jx);
-        if (!json_is_string(jx)) return fail(err, len, "%s: extra_configs[%d] must be a string", where, k);
+        if (!json_is_string(jx)) return srv_fail(err, len, "%s: extra_configs[%d] must be a string", where, k);
         if (!strcmp(cn, "fp32"))
-            return fail(err, len, "%s: extra_configs[%d]: \"fp32\" is the checkpoint itself; list quantized "
+            return srv_fail(err, len, "%s: extra_configs[%d]: \"fp32\" is the checkpoint itself; list quantized "
                                   "configurations (wXaY or wXaY-lsq)", where, k);
         if (!calibratable(cn))
-            return fail(err, len, "%s: extra_configs[%d]: unknown configuration \"%.64s\" (calibration makes wXaY or "
+            return srv_fail(err, len, "%s: extra_configs[%d]: unknown configuration \"%.64s\" (calibration makes wXaY or "
                                   "wXaY-lsq, X and Y in 2..8, with suffixes)", where, k, cn);
         for (int j = 0; j < m->n_configs; j++)
             if (!strcmp(m->configs[j].config, cn))
-                return fail(err, len, j < trained ? "%s: extra_configs[%d]: \"%s\" is also listed under \"configs\""
+                return srv_fail(err, len, j < trained ? "%s: extra_configs[%d]: \"%s\" is also listed under \"configs\""
                                                   : "%s: extra_configs[%d]: duplicate config \"%s\"", where, k, cn);
         manifest_config *c = &m->configs[m->n_configs];
         *c = (manifest_config){.config = strdup(cn), .file = strdup(m->configs[fp32].file), .calibrated = 1};
         m->n_configs++;
-        if (!c->config || !c->file) return fail(err, len, "out of memory");
+        if (!c->config || !c->file) return srv_fail(err, len, "out of memory");
     }
     return 0;
 }
@@ -160,20 +151,20 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return fail(err, len, "%s: %s (line %d)", path, je.text, je.line);
+    if (!root) return srv_fail(err, len, "%s: %s (line %d)", path, je.text, je.line);
     int bad = 0;
     json_t *ver = json_object_get(root, "version"), *models = json_object_get(root, "models");
-    if (!json_is_object(root)) bad = fail(err, len, "%s: not a JSON object", path);
+    if (!json_is_object(root)) bad = srv_fail(err, len, "%s: not a JSON object", path);
     else if (!json_is_integer(ver) || json_integer_value(ver) != 1)
-        bad = fail(err, len, "%s: \"version\" must be 1", path);
+        bad = srv_fail(err, len, "%s: \"version\" must be 1", path);
     else if (!json_is_array(models) || !json_array_size(models))
-        bad = fail(err, len, "%s: \"models\" must be a non-empty array", path);
+        bad = srv_fail(err, len, "%s: \"models\" must be a non-empty array", path);
     if (bad) goto done;
     out->dir = strdup(dir);
     out->n_models = (int)json_array_size(models);
     out->models = calloc((size_t)out->n_models, sizeof *out->models);
     if (!out->dir || !out->models) {
-        bad = fail(err, len, "out of memory");
+        bad = srv_fail(err, len, "out of memory");
         goto done;
     }
     for (int i = 0; i < out->n_models && !bad; i++) {
@@ -182,7 +173,7 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
         char where[4400];
         snprintf(where, sizeof where, "%s: models[%d]", path, i);
         if (!json_is_object(jm)) {
-            bad = fail(err, len, "%s: not an object", where);
+            bad = srv_fail(err, len, "%s: not an object", where);
             break;
         }
         const char *name = get_str(jm, "name", 1, where, err, len, &bad);
@@ -191,11 +182,11 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
         const char *desc = get_str(jm, "description", 0, where, err, len, &bad);
         if (bad) break;
         if (!valid_name(name)) {
-            bad = fail(err, len, "%s: name \"%s\" must be 1..64 of [A-Za-z0-9._-]", where, name);
+            bad = srv_fail(err, len, "%s: name \"%s\" must be 1..64 of [A-Za-z0-9._-]", where, name);
             break;
         }
         for (int j = 0; j < i; j++)
-            if (!strcmp(out->models[j].name, name)) bad = fail(err, len, "%s: duplicate model name \"%s\"", where, name);
+            if (!strcmp(out->models[j].name, name)) bad = srv_fail(err, len, "%s: duplicate model name \"%s\"", where, name);
         if (bad) break;
         snprintf(where, sizeof where, "%s: model \"%s\"", path, name);
         m->name = strdup(name);
@@ -204,7 +195,7 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
         json_t *ds = json_object_get(jm, "dataset");
         if (ds && !json_is_null(ds)) {
             if (!json_is_object(ds)) {
-                bad = fail(err, len, "%s: \"dataset\" must be an object", where);
+                bad = srv_fail(err, len, "%s: \"dataset\" must be an object", where);
                 break;
             }
             const char *dn = get_str(ds, "name", 0, where, err, len, &bad);
@@ -217,13 +208,13 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
         }
         json_t *cfgs = json_object_get(jm, "configs");
         if (!json_is_array(cfgs) || !json_array_size(cfgs)) {
-            bad = fail(err, len, "%s: \"configs\" must be a non-empty array", where);
+            bad = srv_fail(err, len, "%s: \"configs\" must be a non-empty array", where);
             break;
         }
         m->n_configs = (int)json_array_size(cfgs);
         m->configs = calloc((size_t)m->n_configs, sizeof *m->configs);
         if (!m->configs) {
-            bad = fail(err, len, "out of memory");
+            bad = srv_fail(err, len, "out of memory");
             break;
         }
         for (int k = 0; k < m->n_configs && !bad; k++) {
@@ -231,7 +222,7 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
             char w2[4600];
             snprintf(w2, sizeof w2, "%s: configs[%d]", where, k);
             if (!json_is_object(jc)) {
-                bad = fail(err, len, "%s: not an object", w2);
+                bad = srv_fail(err, len, "%s: not an object", w2);
                 break;
             }
             const char *cn = get_str(jc, "config", 1, w2, err, len, &bad);
@@ -239,11 +230,11 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
             const char *log = get_str(jc, "log", 0, w2, err, len, &bad);
             if (bad) break;
             if (!valid_config_name(cn)) {
-                bad = fail(err, len, "%s: config \"%s\" must be 1..64 of [A-Za-z0-9._+=*-]", w2, cn);
+                bad = srv_fail(err, len, "%s: config \"%s\" must be 1..64 of [A-Za-z0-9._+=*-]", w2, cn);
                 break;
             }
             for (int j = 0; j < k; j++)
-                if (!strcmp(m->configs[j].config, cn)) bad = fail(err, len, "%s: duplicate config \"%s\"", w2, cn);
+                if (!strcmp(m->configs[j].config, cn)) bad = srv_fail(err, len, "%s: duplicate config \"%s\"", w2, cn);
             m->configs[k].config = strdup(cn);
             m->configs[k].file = resolve(dir, file);
             m->configs[k].log = log ? resolve(dir, log) : NULL;
@@ -251,7 +242,7 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
         if (bad) break;
         json_t *extra = json_object_get(jm, "extra_configs");
         if (extra && !json_is_array(extra)) {
-            bad = fail(err, len, "%s: \"extra_configs\" must be an array of configuration names", where);
+            bad = srv_fail(err, len, "%s: \"extra_configs\" must be an array of configuration names", where);
             break;
         }
         int n_extra = extra ? (int)json_array_size(extra) : 0;
@@ -261,7 +252,7 @@ int manifest_load(const char *dir, manifest *out, char *err, size_t len)
         int found = 0;
         for (int k = 0; k < m->n_configs; k++) found |= !strcmp(m->configs[k].config, d);
         if (!found) {
-            bad = fail(err, len, "%s: default_config \"%s\" is not among its configs", where, d);
+            bad = srv_fail(err, len, "%s: default_config \"%s\" is not among its configs", where, d);
             break;
         }
         m->default_config = strdup(d);
