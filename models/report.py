@@ -38,6 +38,9 @@ def sh(cmd, **kw):
     return p.stdout
 
 
+# Timed runs on one CPU: this machine's two vCPUs differ by up to 1.5x, and an unpinned process
+# lands on either (see README.md, Performance).
+PIN = ["taskset", "-c", os.environ.get("LSQ_REPORT_CPU", "0")]
 CHUNK = 2500  # images per `lsq infer` call (it takes up to 4096)
 
 
@@ -131,7 +134,7 @@ def main(argv=None):
         for c in m["configs"]:
             path = os.path.join(base, c["file"])
             jpath = os.path.join(tmp, "report_eval.json")
-            sh([a.lsq, "eval", "--model", path, "--data", data, "--threads", "1", "--limit", str(a.limit), "--json", jpath])
+            sh(PIN + [a.lsq, "eval", "--model", path, "--data", data, "--threads", "1", "--limit", str(a.limit), "--json", jpath])
             with open(jpath) as f:
                 ev = json.load(f)
             r = ev["results"][0]
@@ -152,7 +155,7 @@ def main(argv=None):
     for _ in range(3):
         for i, row in enumerate(rows):
             try:
-                runs[i].append(json.loads(sh([a.lsq, "bench", "--arch", row["arch"], "--config", row["config"],
+                runs[i].append(json.loads(sh(PIN + [a.lsq, "bench", "--arch", row["arch"], "--config", row["config"],
                                               "--size", "224", "--threads", "1", "--iters", "30", "--json"])))
             except RuntimeError as e:
                 row["note_224"] = str(e)[:200]
@@ -180,7 +183,8 @@ def write_markdown(rows, path, seconds, chart):
          "evaluation of the same checkpoint. Agreement: share of test images whose top-1 is the same on the integer",
          "and the float reference path. Latency: batch 1, 1 thread, p50 (p99), at the model's own 32x32 input (over",
          "the 10,000 evaluated images) and at 224x224 with seeded ImageNet-shape weights (1000 classes; three",
-         "interleaved rounds of `lsq bench`, 30 runs each, over all configurations: the median round). Absolute times on this shared machine drift by 30% between minutes;",
+         "interleaved rounds of `lsq bench`, 30 runs each, over all configurations: the median round); timed runs",
+         "pinned to one CPU (LSQ_REPORT_CPU, default 0). Absolute times on this shared machine drift by 30% between minutes;",
          "`make bench` compares configurations side by side in interleaved rounds.", "",
          "| model | config | top-1 | top-5 | trainer top-1 | agreement | bytes | p50 (p99) ms, 32x32 | p50 (p99) ms, 224x224 |",
          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -8,7 +8,7 @@
 # configurations quantize them with lsq quantize's initialisation), then the median p50 of each
 # and the ratios: to ONNX Runtime's FP32, and the lower bit-widths to our w8a8. A ratio is the
 # median over rounds of the ratio within each round: the machine changes speed between minutes
-# (measured here: 1.5x for the integer kernels, 1.2x for ONNX Runtime), and a round's columns share one. Absolute times drift 30% between runs on shared machines: compare
+# as well as between CPUs, and a round's columns share the minutes. Absolute times drift 30% between runs on shared machines: compare
 # the ratios, which come from the same minutes. Results also go to BUILD/bench/results.json.
 # Needs node/npm (onnxruntime-node is installed into BUILD/bench/ort, offline-safe with
 # --ignore-scripts) and Debian's python3-torch for the ONNX export.
@@ -31,8 +31,13 @@ fi
 lsq=$root/$build/lsq
 archs=${BENCH_ARCHS:-efficientnet_b0 mixnet_s}
 echo "# $("$lsq" --version | tail -1)"
-echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $rounds rounds x $iters iters"
+echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $rounds rounds x $iters iters; 1-thread runs on CPU ${BENCH_CPU:-0}"
 configs=${BENCH_CONFIGS-w8a8 w4a4 w3a3 w2a2}
+# Every 1-thread column on the same CPU: the two vCPUs of this machine differ (CPU 1 ran our
+# integer kernels 1.5x and FP32 1.3x slower than CPU 0 on 2026-11-27), and an unpinned process
+# lands on either.
+cpu=${BENCH_CPU:-0}
+pin() { taskset -c "$cpu" "$@"; }
 p50() { sed 's/.*"p50_ms":\([0-9.]*\).*/\1/'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { echo "$1 / $2" | bc -l | cut -c1-5 | sed 's/^\./0./'; }
@@ -47,11 +52,11 @@ for arch in $archs; do
     [ -e "$onnx" ] || /usr/bin/python3 "$root/tests/bench/export_onnx.py" "$arch" "$onnx" >/dev/null
     declare -A t=()
     for r in $(seq "$rounds"); do   # interleaved, so every column sees the same minutes
-        t[lsq1]+=" $("$lsq" bench --arch "$arch" --iters "$iters" --threads 1 --json | p50)"
-        t[ort1]+=" $(node "$root/tests/bench/ort_time.js" "$onnx" 1 "$iters" 224 | p50)"
+        t[lsq1]+=" $(pin "$lsq" bench --arch "$arch" --iters "$iters" --threads 1 --json | p50)"
+        t[ort1]+=" $(pin node "$root/tests/bench/ort_time.js" "$onnx" 1 "$iters" 224 | p50)"
         t[lsq2]+=" $("$lsq" bench --arch "$arch" --iters "$iters" --threads 2 --json | p50)"
         for c in $configs; do  # the seeded weights quantized by lsq quantize's initialisation
-            t[$c]+=" $("$lsq" bench --arch "$arch" --config "$c" --iters "$iters" --threads 1 --json | p50)"
+            t[$c]+=" $(pin "$lsq" bench --arch "$arch" --config "$c" --iters "$iters" --threads 1 --json | p50)"
         done
     done
     declare -A m=()
