@@ -4,6 +4,7 @@
   train.py fp32 --arch efficientnet_b0|mixnet_s --size 32 --epochs N --out DIR [--time-budget MIN] [--seed S]
   train.py qat  --arch ... --config w4a4 --init DIR/fp32.pt --epochs N --out DIR2 [...]
   add --smoke for a few batches on 256 images, end to end in seconds (CI)
+  add --device cuda to train on a GPU (TF32 off, so the float math is the CPU's up to summation order)
 
 DIR/<config>.pt is the checkpoint (model, optimizer, scheduler, RNG states, epoch), written atomically
 after every epoch; a run finds it and resumes from the next epoch, so rerunning the same command
@@ -179,16 +180,35 @@ def translate(x_u8, shifts):
 
 
 @torch.no_grad()
-def evaluate(model, x, y, batch_size):
+def evaluate(model, x, y, batch_size, device="cpu"):
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     loss, correct = 0.0, 0
     for i in range(0, len(x), batch_size):
-        logits = model(to_input(x[i:i + batch_size]))
-        t = torch.from_numpy(y[i:i + batch_size])
+        logits = model(to_input(x[i:i + batch_size]).to(device))
+        t = torch.from_numpy(y[i:i + batch_size]).to(device)
         loss += loss_fn(logits, t).item()
         correct += (logits.argmax(1) == t).sum().item()
     return loss / len(x), correct / len(x)
+
+
+def probe(model, opt, loss_fn, tx, ty, batch_size, steps, device, arch, config):
+    """Seconds per training step (mean of `steps`, after 3 warm-up steps), printed as a JSON line."""
+    model.train()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i in range(steps + 3):
+        if i == 3:
+            sync()
+            t0 = time.time()
+        idx = np.arange(i * batch_size, (i + 1) * batch_size) % len(tx)
+        x = to_input(tx[idx]).to(device)
+        loss = loss_fn(model(x), torch.from_numpy(ty[idx]).to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync()
+    print(json.dumps({"arch": arch, "config": config, "probe_step_s": (time.time() - t0) / steps}), flush=True)
+    return 0
 
 
 def save_atomic(obj, path):
@@ -223,14 +243,24 @@ def main(argv=None):
                     help="random translation of up to this many pixels (default: size // 16)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]; initialisation always runs on the CPU")
     ap.add_argument("--time-budget", type=float, default=0, help="minutes; stop before an epoch that would overrun")
     ap.add_argument("--smoke", action="store_true", help="256 images, a few batches: an end-to-end check")
     ap.add_argument("--data", default=DATA_DIR)
+    ap.add_argument("--probe", type=int, default=0, metavar="STEPS",
+                    help="time STEPS training steps (after 3 unmeasured), print seconds per step, write nothing")
     a = ap.parse_args(argv)
 
     t_start = time.time()
     if a.threads:
         torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            ap.error("--device cuda: no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would round the convolutions to 10 bits
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
     config = "fp32"
     if a.mode == "qat":
         try:
@@ -259,16 +289,28 @@ def main(argv=None):
     model = quant.create(a.arch, config, num_classes=10)
     model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = len(tx) // batch_size
-    opt = torch.optim.AdamW(param_groups(model, a.wd), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=a.epochs * steps_per_epoch,
-                                                pct_start=0.25 if a.mode == "fp32" else 0.1)
-    start_epoch = 0
+    start_epoch, ck = 0, None
     if os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, map_location="cpu")
         if ck["arch"] != a.arch or ck["config"] != config or ck["epochs"] != a.epochs or ck["size"] != a.size:
             sys.exit(f"train.py: {ckpt_path} is for {ck['arch']} {ck['config']} size {ck['size']} "
                      f"epochs {ck['epochs']}; use another --out or remove it")
         model.load_state_dict(ck["model"])
+    elif a.mode == "fp32":
+        init_weights(model)
+    elif a.probe:  # timing only: the quantizers' values do not change the work
+        pass
+    else:  # LSQ+ initialisation on the CPU, so a GPU run starts from exactly the CPU's quantizers
+        quant.load_float_weights(model, read_float_weights(a.init))
+        n = min(a.calib_size, len(tx))
+        calib = [to_input(tx[i:i + 128]) for i in range(0, n, 128)]
+        quant.calibrate(model, calib, act_init=a.act_init)
+        print(f"calibrated {len(quant.quantizers(model))} quantizers on {n} images", flush=True)
+    model = model.to(device)  # before the optimizer, whose state then lives on the device too
+    opt = torch.optim.AdamW(param_groups(model, a.wd), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=a.epochs * steps_per_epoch,
+                                                pct_start=0.25 if a.mode == "fp32" else 0.1)
+    if ck is not None:
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["rng"]["torch"])
@@ -276,17 +318,11 @@ def main(argv=None):
         random.setstate(ck["rng"]["python"])
         start_epoch = ck["epoch"] + 1
         print(f"resuming {ckpt_path} at epoch {start_epoch}/{a.epochs}", flush=True)
-    else:
-        if a.mode == "fp32":
-            init_weights(model)
-        else:
-            quant.load_float_weights(model, read_float_weights(a.init))
-            n = min(a.calib_size, len(tx))
-            calib = [to_input(tx[i:i + 128]) for i in range(0, n, 128)]
-            quant.calibrate(model, calib, act_init=a.act_init)
-            print(f"calibrated {len(quant.quantizers(model))} quantizers on {n} images", flush=True)
+        del ck
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    if a.probe:
+        return probe(model, opt, loss_fn, tx, ty, batch_size, a.probe, device, a.arch, config)
     epoch_times = []
     for epoch in range(start_epoch, a.epochs):
         if a.time_budget and epoch_times:
@@ -298,14 +334,16 @@ def main(argv=None):
         model.train()
         order, flips, shifts = epoch_order(len(tx), a.seed, epoch, a.shift)
         nsteps = 4 if a.smoke else steps_per_epoch
-        tot_loss, tot_correct, seen = 0.0, 0, 0
+        tot_loss = torch.zeros((), device=device)  # summed on the device: no sync per step
+        tot_correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
         for step in range(nsteps):
             idx = order[step * batch_size:(step + 1) * batch_size].numpy()
             x = to_input(translate(tx[idx], shifts[idx].numpy()))
             f = flips[step * batch_size:(step + 1) * batch_size]
             x[f] = x[f].flip(-1)
-            x = x.contiguous(memory_format=torch.channels_last)
-            t = torch.from_numpy(ty[idx])
+            x = x.contiguous(memory_format=torch.channels_last).to(device, non_blocking=True)
+            t = torch.from_numpy(ty[idx]).to(device, non_blocking=True)
             logits = model(x)
             loss = loss_fn(logits, t)
             opt.zero_grad(set_to_none=True)
@@ -314,29 +352,30 @@ def main(argv=None):
             sched.step()
             if config != "fp32":
                 quant.clamp_scales_(model)
-            tot_loss += loss.item() * len(idx)
-            tot_correct += (logits.argmax(1) == t).sum().item()
+            tot_loss += loss.detach() * len(idx)
+            tot_correct += (logits.argmax(1) == t).sum()
             seen += len(idx)
         if a.smoke:  # keep the one-cycle schedule consistent with a full epoch's step count
             for _ in range(steps_per_epoch - nsteps):
                 sched.step()
+        tot_loss, tot_correct = tot_loss.item(), tot_correct.item()
         train_time = time.time() - t0
-        test_loss, test_acc = evaluate(model, vx, vy, 256)
+        test_loss, test_acc = evaluate(model, vx, vy, 256, device)
         epoch_times.append(time.time() - t0)
         rec = {"arch": a.arch, "config": config, "epoch": epoch, "epochs": a.epochs, "train_loss": tot_loss / seen,
                "train_acc": tot_correct / seen, "test_loss": test_loss, "test_acc": test_acc,
                "lr": sched.get_last_lr()[0], "train_s": round(train_time, 2), "epoch_s": round(epoch_times[-1], 2),
-               "threads": torch.get_num_threads(), "smoke": a.smoke}
+               "threads": torch.get_num_threads(), "device": device.type, "smoke": a.smoke}
         log(log_path, rec)
         print(json.dumps(rec), flush=True)
         save_atomic({"arch": a.arch, "config": config, "size": a.size, "epochs": a.epochs, "epoch": epoch,
-                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "model": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                              "python": random.getstate()},
                      "args": vars(a), "preprocess": preprocess_meta(a.size), "test_acc": test_acc}, ckpt_path)
 
     out = os.path.join(a.out, f"{a.arch}_{config}.safetensors")
-    model.eval()
+    model = model.cpu().eval()
     quant.export(model, a.arch, out, config, labels=LABELS, preprocess=preprocess_meta(a.size))
     print(f"exported {out}", flush=True)
     return 0
