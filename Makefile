@@ -44,6 +44,7 @@ LDFLAGS += $(SAN_LDFLAGS)
 ISA_avx512 := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c -mavx2 -mbmi2
 ISA_avx512vnni := $(ISA_avx512) -mavx512vnni
 ISA_avx2   := -mavx2 -mfma -mf16c
+ISA_avxvnni := $(ISA_avx2) -mavxvnni
 
 ENGINE_SRC := $(sort $(wildcard engine/src/*.c engine/src/kernels/*.c))
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
@@ -78,6 +79,9 @@ $(BUILD)/obj/%__avx512vnni.o: %__avx512vnni.c
 $(BUILD)/obj/%__avx2.o: %__avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ISA_avx2) -c $< -o $@
+$(BUILD)/obj/%__avxvnni.o: %__avxvnni.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ISA_avxvnni) -c $< -o $@
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@

@@ -1,4 +1,5 @@
-/* bench_levels.c - every kernel level this CPU runs (scalar, avx2, avx512), kernel against kernel,
+/* bench_levels.c - every kernel level this CPU runs (scalar, avx2, avx2 with AVX-VNNI's integer
+ * kernels where the CPU has them, avx512), kernel against kernel,
  * one thread: efficientnet_b0's 20 pointwise-convolution GEMMs at 224 (float; integer with 8-bit
  * and with 4-bit weight codes, which take different AVX2 paths) and 13 depthwise layers of
  * efficientnet_b0 / mixnet at 224 (float, integer), all with Swish. Prints the total of each
@@ -36,7 +37,8 @@ static const int dw_shapes[][4] = { /* H = W, C, k, stride (TF SAME padding) */
     {7, 480, 11, 1},
 };
 
-static double t[3][T_N];
+#define MAX_COLS 4
+static double t[MAX_COLS][T_N];
 
 /* total += the fastest of reps runs of call */
 #define TIME_BEST(total, reps, call)                                                              \
@@ -107,29 +109,35 @@ int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 7;
     if (reps < 1) reps = 1;
-    const lsq_kernels *f[3];
-    const lsq_q8_kernels *q[3];
+    const lsq_kernels *f[MAX_COLS];
+    const lsq_q8_kernels *q[MAX_COLS];
     int nl = 0;
     for (int l = LSQ_ISA_SCALAR; l <= LSQ_ISA_AVX512; l++) {
-        f[l] = lsq_kernels_for((lsq_isa)l);
-        q[l] = lsq_q8_kernels_for((lsq_isa)l);
-        if (!f[l]) break;
-        if (!q[l]) q[l] = q[l - 1]; /* AVX-512 without VNNI: the AVX2 integer kernels */
-        nl = l + 1;
+        const lsq_kernels *fk = lsq_kernels_for((lsq_isa)l);
+        if (!fk) break;
+        const lsq_q8_kernels *qk = lsq_q8_kernels_for((lsq_isa)l);
+        if (!qk) qk = q[nl - 1]; /* AVX-512 without VNNI: the AVX2 integer kernels */
+        if (qk == &lsq_q8_kernels_avxvnni) { /* plain AVX2 first, so the VNNI column has its baseline */
+            f[nl] = fk, q[nl] = &lsq_q8_kernels_avx2, nl++;
+        }
+        f[nl] = fk, q[nl] = qk, nl++;
+    }
+    for (int l = 0; l < nl; l++) {
         bench_gemm(l, l ? reps : 1, f[l], q[l]);
         bench_dw(l, l ? reps : 1, f[l], q[l]);
     }
     printf("# ms per pass over the layers, fastest of %d runs per layer (scalar: 1), one thread\n", reps);
-    printf("# integer kernels:");
-    for (int l = 0; l < nl; l++) printf(" %s", q[l]->name);
-    printf("\n%-14s", "kernel");
-    for (int l = 0; l < nl; l++) printf(" %10s", f[l]->name);
-    for (int l = 1; l < nl; l++) printf("  %s/%s", f[l - 1]->name, f[l]->name);
+    printf("# columns: float kernels/integer kernels\n");
+    char name[MAX_COLS][32];
+    for (int l = 0; l < nl; l++) snprintf(name[l], sizeof name[l], "%s/%s", f[l]->name, q[l]->name);
+    printf("%-14s", "kernel");
+    for (int l = 0; l < nl; l++) printf(" %18s", name[l]);
+    for (int l = 1; l < nl; l++) printf("  %s:%s", name[l - 1], name[l]);
     printf("\n");
     for (int k = 0; k < T_N; k++) {
         printf("%-14s", tname[k]);
-        for (int l = 0; l < nl; l++) printf(" %10.2f", t[l][k]);
-        for (int l = 1; l < nl; l++) printf("  %*.2f", (int)(strlen(f[l - 1]->name) + strlen(f[l]->name) + 1), t[l - 1][k] / t[l][k]);
+        for (int l = 0; l < nl; l++) printf(" %18.2f", t[l][k]);
+        for (int l = 1; l < nl; l++) printf("  %*.2f", (int)(strlen(name[l - 1]) + strlen(name[l]) + 1), t[l - 1][k] / t[l][k]);
         printf("\n");
     }
     return 0;

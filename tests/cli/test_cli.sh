@@ -47,10 +47,12 @@ PY
 check threads_agree cmp_logits "$T/y2.f32" "$T/y1.f32"
 check scalar_kernels_agree cmp_logits "$T/y3.f32" "$T/y1.f32"
 check avx2_kernels_agree cmp_logits "$T/y4.f32" "$T/y1.f32"
-# the level LSQ_ISA picks is the one logged (an AVX2 CPU runs AVX2 float and integer kernels)
+# the level LSQ_ISA picks is the one logged (an AVX2 CPU runs AVX2 float kernels and the AVX2
+# integer kernels, their AVX-VNNI build where the CPU has AVX-VNNI)
 check isa_cap_logged bash -c "LSQ_ISA=scalar '$LSQ' --version | grep -q 'kernels: scalar, integer scalar'"
 if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
-    check isa_avx2_logged bash -c "LSQ_ISA=avx2 '$LSQ' --version | grep -q 'kernels: avx2, integer avx2'"
+    q8_avx2=avx2; grep -qw avx_vnni /proc/cpuinfo && q8_avx2=avxvnni
+    check isa_avx2_logged bash -c "LSQ_ISA=avx2 '$LSQ' --version | grep -q 'kernels: avx2, integer $q8_avx2\b'"
 fi
 check batch_items_differ $PY -c "
 import numpy as np; y=np.fromfile('$T/y1.f32','<f4').reshape(2,1000); assert np.abs(y[0]-y[1]).max() > 1e-3 * np.ptp(y[0])"

@@ -18,9 +18,10 @@ static int nlevels;
 
 static void find_levels(void)
 {
+    if (lsq_cpu_isa() >= LSQ_ISA_AVX2) levels[nlevels++] = &lsq_q8_kernels_avx2; /* also under avxvnni */
     for (int isa = LSQ_ISA_AVX2; isa <= LSQ_ISA_AVX512; isa++) {
         const lsq_q8_kernels *k = lsq_q8_kernels_for((lsq_isa)isa);
-        if (k && k != &lsq_q8_kernels_scalar) levels[nlevels++] = k;
+        if (k && k != &lsq_q8_kernels_scalar && k != &lsq_q8_kernels_avx2) levels[nlevels++] = k;
     }
     printf("# integer levels under test:");
     for (int i = 0; i < nlevels; i++) printf(" %s", levels[i]->name);

@@ -95,6 +95,14 @@ int lsq_cpu_has_avx512vnni(void)
     return (c >> 11) & 1;
 }
 
+/* AVX-VNNI (CPUID.(EAX=7,ECX=1):EAX[4]): the VEX-encoded 256-bit vpdpbusd/vpdpwssd. */
+int lsq_cpu_has_avxvnni(void)
+{
+    unsigned a, b, c, d;
+    if (lsq_cpu_isa() < LSQ_ISA_AVX2 || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+    return (a >> 4) & 1;
+}
+
 static const lsq_q8_kernels *q8_best;
 static pthread_once_t q8_once = PTHREAD_ONCE_INIT;
 
@@ -103,7 +111,7 @@ const lsq_q8_kernels *lsq_q8_kernels_for(lsq_isa isa)
     if (isa > lsq_cpu_isa()) return NULL;
     switch (isa) {
     case LSQ_ISA_AVX512: return lsq_cpu_has_avx512vnni() ? &lsq_q8_kernels_avx512vnni : NULL;
-    case LSQ_ISA_AVX2: return &lsq_q8_kernels_avx2;
+    case LSQ_ISA_AVX2: return lsq_cpu_has_avxvnni() ? &lsq_q8_kernels_avxvnni : &lsq_q8_kernels_avx2;
     default: return &lsq_q8_kernels_scalar;
     }
 }

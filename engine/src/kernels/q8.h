@@ -112,15 +112,18 @@ typedef struct {
 
 extern const lsq_q8_kernels lsq_q8_kernels_scalar;
 extern const lsq_q8_kernels lsq_q8_kernels_avx2;
+extern const lsq_q8_kernels lsq_q8_kernels_avxvnni; /* AVX2 + AVX-VNNI (vpdpbusd on 256 bits) */
 extern const lsq_q8_kernels lsq_q8_kernels_avx512vnni;
 
-/* Best for this CPU (AVX-512 VNNI, else AVX2, else scalar), capped by LSQ_ISA like the float
- * kernels; decided once. */
+/* Best for this CPU (AVX-512 VNNI, else AVX2 with AVX-VNNI, else AVX2, else scalar), capped by
+ * LSQ_ISA like the float kernels (LSQ_ISA=avx2 gives avxvnni where the CPU has it); decided once. */
 const lsq_q8_kernels *lsq_q8_kernels_best(void);
-/* The table of a level (LSQ_ISA_AVX512 is AVX-512 VNNI), or NULL if the CPU cannot run it (tests
- * compare every level). */
+/* The table of a level (LSQ_ISA_AVX512 is AVX-512 VNNI; LSQ_ISA_AVX2 is avxvnni where the CPU has
+ * AVX-VNNI, else avx2), or NULL if the CPU cannot run it (tests compare every level). */
 const lsq_q8_kernels *lsq_q8_kernels_for(lsq_isa isa);
 /* 1 when the CPU and OS run AVX-512 VNNI. */
 int lsq_cpu_has_avx512vnni(void);
+/* 1 when the CPU and OS run AVX2 and AVX-VNNI (256-bit vpdpbusd). */
+int lsq_cpu_has_avxvnni(void);
 
 #endif

@@ -11,7 +11,15 @@
  * (lsq_q8_pack); GEMM tiles of 6 rows x 8 columns. Depthwise: 8 channels per vector, codes
  * zero-extended to int32 lanes and weights sign-extended, so vpmaddwd (the upper int16 of every
  * code lane is 0) is one exact multiply per lane, as vpdpwssd is in q8__avx512vnni.c.
- * Requantization to the next layer's codes happens in the epilogues. */
+ * Requantization to the next layer's codes happens in the epilogues.
+ *
+ * Built a second time as q8__avxvnni.c (LSQ_Q8_AVXVNNI) for AVX2 CPUs with AVX-VNNI (Intel
+ * Alder Lake and later clients, Sierra Forest, AMD Zen 5): there the 256-bit vpdpbusd sums four
+ * u8 x s8 products into each int32 lane without saturation, so every weight width takes one
+ * instruction per group of 4 k, the narrow path's speed with no narrow/wide split. Same results
+ * bit for bit: both are exact integer sums. Tried and dropped (bench_levels, Zen 5): tiles of 6 x
+ * 16 columns sharing each broadcast (9% slower than 6 x 8) and vpdpwssd in the depthwise kernel
+ * (4% slower: its latency lengthens the accumulation chains that vpmaddwd + vpaddd keep short). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -76,7 +84,18 @@ static inline __attribute__((always_inline)) void q8_tile(const lsq_q8_gemm_args
     __m256i acc[Q8_MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-    for (int g = 0; g < K4 && narrow; g++) {
+#ifdef LSQ_Q8_AVXVNNI
+    for (int g = 0; g < K4 && narrow == 2; g++) { /* vpdpbusd: (k0..k3) of one column per lane */
+        const __m256i b = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * LSQ_Q8_NR * 4));
+#pragma GCC unroll 6
+        for (int i = 0; i < mr; i++) {
+            int32_t four;
+            memcpy(&four, ap + (size_t)i * a->lda + (size_t)g * 4, 4);
+            acc[i][0] = _mm256_dpbusd_avx_epi32(acc[i][0], _mm256_set1_epi32(four), b);
+        }
+    }
+#endif
+    for (int g = 0; g < K4 && narrow == 1; g++) {
         const __m256i b = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * LSQ_Q8_NR * 4));
 #pragma GCC unroll 6
         for (int i = 0; i < mr; i++) {
@@ -147,6 +166,10 @@ static void q8_gemm__avx2(const lsq_q8_gemm_args *a, int m0, int m1)
     for (int mb = m0; mb < m1; mb += 96) {
         const int mend = mb + 96 < m1 ? mb + 96 : m1;
         for (int hp = 0; hp < nhalves; hp++) {
+#ifdef LSQ_Q8_AVXVNNI
+            q8_rows(a, mb, mend, hp / 2, hp % 2, 2); /* narrow == 2: vpdpbusd, any weight width */
+            continue;
+#endif
             if (q8_half_is_narrow(a, hp / 2, hp % 2))
                 q8_rows(a, mb, mend, hp / 2, hp % 2, 1);
             else
@@ -283,8 +306,13 @@ static void q8_quantize__avx2(const lsq_q8_quant_args *a, int m0, int m1)
     }
 }
 
+#ifdef LSQ_Q8_AVXVNNI
+const lsq_q8_kernels lsq_q8_kernels_avxvnni = {
+    .name = "avxvnni",
+#else
 const lsq_q8_kernels lsq_q8_kernels_avx2 = {
     .name = "avx2",
+#endif
     .q8_gemm = q8_gemm__avx2,
     .q8_dwconv = q8_dwconv__avx2,
     .q8_quantize = q8_quantize__avx2,
