@@ -139,4 +139,21 @@ if grep -q avx512f /proc/cpuinfo; then
     check blas_core_avx512_when_unset bash -c "env -u OPENBLAS_CORETYPE '$LSQ' --version | grep -Eq 'core (SkylakeX|Cooperlake|SapphireRapids)'"
 fi
 check blas_coretype_respected bash -c "OPENBLAS_CORETYPE=Prescott '$LSQ' --version | grep -q 'core Prescott'"
+
+# --- preprocessing: the AVX2 resize passes give the portable C ones' bytes ------------------------
+# (up- and downscaling, both interpolations, RGB and grey, widths that end mid-vector; the
+# comparison with PIL itself is tests/torch/test_preprocess.py)
+$PY -c "
+import numpy as np; from PIL import Image; r = np.random.default_rng(5)
+for w, h in ((224, 224), (643, 481), (97, 300), (1031, 77)):
+    Image.fromarray(r.integers(0, 256, (h, w, 3), dtype=np.uint8)).save('$T/pre_%dx%d.png' % (w, h))"
+pre_same=1
+for f in "$T"/pre_*.png; do
+    for opts in "--interp bicubic" "--interp bilinear --size 200" "--gray"; do
+        LSQ_ISA=scalar "$LSQ" preprocess "$f" --output "$T/pre_s.f32" $opts >/dev/null 2>&1 &&
+            "$LSQ" preprocess "$f" --output "$T/pre_b.f32" $opts >/dev/null 2>&1 &&
+            cmp -s "$T/pre_s.f32" "$T/pre_b.f32" || { pre_same=0; echo "# preprocess differs: $f $opts"; }
+    done
+done
+check preprocess_simd_equals_scalar test $pre_same = 1
 rm -rf "$T"
