@@ -31,6 +31,13 @@ typedef struct {
     int out_float; /* the block output is read as a residual by the next block */
 } qblock;
 
+/* Pixels of the stem whose taps are not all inside the image, in rectangles with the same valid
+ * taps; add = the epilogue's constant with the activation offset summed over those taps only. */
+typedef struct {
+    int oy0, oy1, ox0, ox1;
+    float *add; /* [cout] */
+} stem_border;
+
 struct lsq_qexec {
     const lsq_model *m;
     const lsq_q8_kernels *k;
@@ -43,7 +50,8 @@ struct lsq_qexec {
     uint8_t *xq, *eq, *pq;    /* codes: block input, expanded tensor, projection input */
     float *df;                /* depthwise output of SE blocks; the head's output */
     uint8_t *inq, *col;       /* network input codes (planar), stem im2col codes */
-    int8_t *stem_w;           /* stem weight codes [N][K], for the border pixels */
+    stem_border *border;      /* the stem's border rectangles */
+    int nborder;
     float *chsum;             /* [nthreads][cmax] */
     float *pooled, *hidden, *gate, *feat;
     uint8_t *sq;              /* codes of 1-row inputs: SE and classifier */
@@ -197,37 +205,74 @@ static void stem_im2col(lsq_qexec *q)
         }
 }
 
-/* Border pixels of the stem: the GEMM summed the offset over all taps; redo them over the valid taps. */
-static void stem_borders(lsq_qexec *q, float *C, uint8_t *Q, const lsq_conv *next)
+/* Border pixels of the stem: the GEMM summed the offset over all taps; redo each border rectangle
+ * with its own constant. Its padded taps hold the code of 0, which contributes nothing to the
+ * integer sums, so the same kernel with the rectangle's `add` gives exactly
+ * act(mult * acc + bias + coef * (weights of the valid taps)). A rectangle one pixel wide (a side
+ * column) is one call with rows SW apart; wider ones are one call per image row. */
+static void stem_borders(lsq_qexec *q, const lsq_q8_gemm_args *all)
+{
+    const int N = all->N;
+    for (int b = 0; b < q->nborder; b++) {
+        const stem_border *r = &q->border[b];
+        const int column = r->ox1 - r->ox0 == 1;
+        for (int oy = r->oy0; oy < r->oy1; oy += column ? r->oy1 - r->oy0 : 1) {
+            const size_t px = (size_t)oy * q->SW + r->ox0;
+            lsq_q8_gemm_args g = *all;
+            g.M = column ? r->oy1 - r->oy0 : r->ox1 - r->ox0;
+            g.A = all->A + px * all->lda;
+            g.add = r->add;
+            if (column) g.lda = all->lda * q->SW, g.ldc = g.ldq = N * q->SW;
+            if (g.C) g.C = all->C + px * N;
+            g.Q = all->Q + px * N;
+            q->k->q8_gemm(&g, 0, g.M);
+        }
+    }
+}
+
+/* Runs of output rows (or columns) whose valid taps [t0, t1) are the same; returns their count. */
+static int tap_runs(int n_out, int stride, int pad, int k, int in, int (*run)[4])
+{
+    int nr = 0;
+    for (int o = 0; o < n_out; o++) {
+        int i0 = o * stride - pad, t0 = i0 < 0 ? -i0 : 0, t1 = i0 + k > in ? in - i0 : k;
+        if (nr && run[nr - 1][2] == t0 && run[nr - 1][3] == t1) run[nr - 1][1] = o + 1;
+        else run[nr][0] = o, run[nr][1] = o + 1, run[nr][2] = t0, run[nr][3] = t1, nr++;
+    }
+    return nr;
+}
+
+/* The border rectangles and their constants (see stem_borders). */
+static int plan_stem_borders(lsq_qexec *q)
 {
     const lsq_model *m = q->m;
     const lsq_conv *c = &m->stem;
-    const int k = m->def.stem.part[0].k, S = m->def.stem.stride, N = m->def.stem.cout, qmin = c->in.qmin;
-    const lsq_q8_requant rq = requant_of(next);
-    for (int oy = 0; oy < q->SH; oy++) {
-        int iy0 = oy * S - q->stem_pt, rows_in = iy0 >= 0 && iy0 + k <= q->H;
-        for (int ox = 0; ox < q->SW; ox++) {
-            int ix0 = ox * S - q->stem_pl;
-            if (rows_in && ix0 >= 0 && ix0 + k <= q->W) continue;
-            size_t o = (size_t)oy * q->SW + ox;
+    const int k = m->def.stem.part[0].k, S = m->def.stem.stride, N = m->def.stem.cout;
+    int(*ry)[4] = malloc((size_t)q->SH * sizeof *ry), (*rx)[4] = malloc((size_t)q->SW * sizeof *rx);
+    int ok = ry && rx;
+    int ny = ok ? tap_runs(q->SH, S, q->stem_pt, k, q->H, ry) : 0, nx = ok ? tap_runs(q->SW, S, q->stem_pl, k, q->W, rx) : 0;
+    if (ok && !(q->border = calloc((size_t)ny * nx, sizeof *q->border))) ok = 0;
+    for (int a = 0; ok && a < ny; a++)
+        for (int b = 0; ok && b < nx; b++) {
+            if (ry[a][2] == 0 && ry[a][3] == k && rx[b][2] == 0 && rx[b][3] == k) continue; /* interior */
+            stem_border *r = &q->border[q->nborder];
+            *r = (stem_border){.oy0 = ry[a][0], .oy1 = ry[a][1], .ox0 = rx[b][0], .ox1 = rx[b][1]};
+            if (!(r->add = lsq_alloc((size_t)N * sizeof(float)))) {
+                ok = 0;
+                break;
+            }
+            q->nborder++;
             for (int n = 0; n < N; n++) {
-                int32_t acc = 0, ws = 0;
-                for (int ky = 0; ky < k; ky++)
-                    for (int kx = 0; kx < k; kx++) {
-                        int iy = iy0 + ky, ix = ix0 + kx;
-                        if (iy < 0 || iy >= q->H || ix < 0 || ix >= q->W) continue;
-                        for (int ch = 0; ch < 3; ch++) {
-                            int w = q->stem_w[(size_t)n * q->stem_K + (ky * k + kx) * 3 + ch];
-                            acc += w * ((int)q->inq[((size_t)ch * q->H + iy) * q->W + ix] + qmin);
-                            ws += w;
-                        }
-                    }
-                float y = lsq_act_apply(m->def.stem.act, fmaf(c->qmult[n], (float)acc, fmaf(c->qcoef[n], (float)ws, c->bias[n])));
-                if (C) C[o * N + n] = y;
-                Q[o * N + n] = lsq_q8_code(&rq, y);
+                int32_t ws = 0;
+                for (int ky = ry[a][2]; ky < ry[a][3]; ky++)
+                    for (int kx = rx[b][2]; kx < rx[b][3]; kx++)
+                        for (int ch = 0; ch < 3; ch++) ws += packed_code(c->qw[0], q->stem_K, n, (ky * k + kx) * 3 + ch);
+                r->add[n] = fmaf(c->qcoef[n], (float)ws, c->bias[n]);
             }
         }
-    }
+    free(ry);
+    free(rx);
+    return ok;
 }
 
 static void run_stem(lsq_qexec *q, const float *input)
@@ -253,7 +298,7 @@ static void run_stem(lsq_qexec *q, const float *input)
         .ldc = m->def.stem.cout, .Q = q->xq, .ldq = m->def.stem.cout, .q = requant_of(next), .act = m->def.stem.act,
     };
     run_gemm(q, &g);
-    stem_borders(q, C, q->xq, next);
+    stem_borders(q, &g);
 }
 
 /* ==== blocks =================================================================================== */
@@ -405,11 +450,7 @@ lsq_status lsq_qexec_create(const lsq_model *m, int H, int W, int nthreads, lsq_
     q->gate = lsq_alloc((size_t)cmax * sizeof(float));
     q->feat = lsq_alloc((size_t)cmax * sizeof(float));
     q->sq = lsq_alloc((size_t)cmax + LSQ_Q8_AREAD_PAD + 64);
-    q->stem_w = lsq_alloc((size_t)d->stem.cout * q->stem_K);
-    if (q->stem_w)
-        for (int n = 0; n < d->stem.cout; n++)
-            for (int t = 0; t < q->stem_K; t++) q->stem_w[(size_t)n * q->stem_K + t] = (int8_t)packed_code(m->stem.qw[0], q->stem_K, n, t);
-    if (!q->stem_w || !q->xf[0] || !q->xf[1] || !q->df || !q->xq || !q->eq || !q->pq || !q->inq || !q->col || !q->chsum ||
+    if (!plan_stem_borders(q) || !q->xf[0] || !q->xf[1] || !q->df || !q->xq || !q->eq || !q->pq || !q->inq || !q->col || !q->chsum ||
         !q->pooled || !q->hidden || !q->gate || !q->feat || !q->sq)
         goto nomem;
     /* codes past a row's end are read (times zero weights) by the GEMM: keep them initialised */
@@ -438,7 +479,9 @@ void lsq_qexec_free(lsq_qexec *q)
     if (!q) return;
     lsq_pool_free(q->pool);
     lsq_free(q->xf[0]), lsq_free(q->xf[1]), lsq_free(q->df);
-    lsq_free(q->stem_w), lsq_free(q->xq), lsq_free(q->eq), lsq_free(q->pq), lsq_free(q->inq), lsq_free(q->col);
+    for (int b = 0; b < q->nborder; b++) lsq_free(q->border[b].add);
+    free(q->border);
+    lsq_free(q->xq), lsq_free(q->eq), lsq_free(q->pq), lsq_free(q->inq), lsq_free(q->col);
     lsq_free(q->chsum), lsq_free(q->pooled), lsq_free(q->hidden), lsq_free(q->gate), lsq_free(q->feat), lsq_free(q->sq);
     free(q->qb);
     free(q);
