@@ -209,6 +209,23 @@ __attribute__((target("avx2"))) static int resample_row3_avx2(const uint8_t *res
     return j; /* the outputs left, whose taps reach the row's last pixel, go the scalar way */
 }
 
+/* One grey output: the taps' dot product, 8 at a time (a long one when downscaling a photo to a
+ * small model input: 64 taps per output from 1024 to 32 pixels). */
+__attribute__((target("avx2"))) static int32_t resample_dot1_avx2(const uint8_t *p, const int32_t *k, int n)
+{
+    __m256i a = _mm256_setzero_si256();
+    int t = 0;
+    for (; t + 8 <= n; t += 8)
+        a = _mm256_add_epi32(a, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + t))),
+                                                   _mm256_loadu_si256((const __m256i *)(k + t))));
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+    int32_t acc = _mm_cvtsi128_si32(h); /* int32 sums wrap the same in any order */
+    for (; t < n; t++) acc += p[t] * k[t];
+    return acc;
+}
+
 __attribute__((target("avx2"))) static size_t resample_cols_avx2(const uint8_t *restrict s0, size_t sstride,
                                                                 const int32_t *k, int cnt, size_t width,
                                                                 uint8_t *restrict d)
@@ -259,6 +276,10 @@ static void resample_horizontal(const uint8_t *restrict src, size_t sstride, int
             for (int j = 0; j < ax->n; j++) {
                 const uint8_t *p = s + ax->lo[j];
                 const int32_t *k = ax->k + (size_t)j * ax->ksize;
+                if (avx2) {
+                    d[j] = clip8(half + resample_dot1_avx2(p, k, ax->cnt[j]));
+                    continue;
+                }
                 int32_t a0 = half;
                 for (int t = 0, n = ax->cnt[j]; t < n; t++) a0 += p[t] * k[t];
                 d[j] = clip8(a0);
@@ -413,10 +434,24 @@ static int crop_start(int size, int crop)
 }
 
 /* PIL 'L': ITU-R 601-2 luma with PIL's 16-bit fixed-point weights (19595 + 38470 + 7471 = 65536). */
+#define LUMA_LOOP(rgb, npix, l)                                                                              \
+    for (size_t i = 0; i < (npix); i++)                                                                       \
+        (l)[i] = (uint8_t)(((rgb)[3 * i] * 19595 + (rgb)[3 * i + 1] * 38470 + (rgb)[3 * i + 2] * 7471 + 0x8000) >> 16)
+
+/* The same loop, vectorised by the compiler for AVX2 (-O2 leaves the plain one scalar). */
+__attribute__((target("avx2"), optimize("O3"))) static void rgb_to_luma_avx2(const uint8_t *restrict rgb, size_t npix,
+                                                                             uint8_t *restrict l)
+{
+    LUMA_LOOP(rgb, npix, l);
+}
+
 static void rgb_to_luma(const uint8_t *restrict rgb, size_t npix, uint8_t *restrict l)
 {
-    for (size_t i = 0; i < npix; i++, rgb += 3)
-        l[i] = (uint8_t)((rgb[0] * 19595 + rgb[1] * 38470 + rgb[2] * 7471 + 0x8000) >> 16);
+    if (have_avx2()) {
+        rgb_to_luma_avx2(rgb, npix, l);
+        return;
+    }
+    LUMA_LOOP(rgb, npix, l);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ for w, h in ((224, 224), (643, 481), (97, 300), (1031, 77)):
     Image.fromarray(r.integers(0, 256, (h, w, 3), dtype=np.uint8)).save('$T/pre_%dx%d.png' % (w, h))"
 pre_same=1
 for f in "$T"/pre_*.png; do
-    for opts in "--interp bicubic" "--interp bilinear --size 200" "--gray"; do
+    for opts in "--interp bicubic" "--interp bilinear --size 200" "--gray" "--gray --size 32 --crop-pct 1"; do
         LSQ_ISA=scalar "$LSQ" preprocess "$f" --output "$T/pre_s.f32" $opts >/dev/null 2>&1 &&
             "$LSQ" preprocess "$f" --output "$T/pre_b.f32" $opts >/dev/null 2>&1 &&
             cmp -s "$T/pre_s.f32" "$T/pre_b.f32" || { pre_same=0; echo "# preprocess differs: $f $opts"; }
