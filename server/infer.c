@@ -98,14 +98,15 @@ int worker_classify_image(worker *w, const model_entry *e, const uint8_t *img, s
     lsq_image im = {0};
     lsq_error le = {{0}};
     lsq_image_options io = {.max_pixels = w->opt->max_pixels, .apply_exif = 1};
+    const lsq_preprocess *pre = lsq_model_preprocess(e->model);
     double t0 = now_ms();
-    if (lsq_image_decode(img, len, &io, &im, &le)) {
+    if (lsq_image_decode_scaled(img, len, &io, w->opt->dct_scale ? lsq_preprocess_resize_size(pre) : 0, &im, &le)) {
         snprintf(err, errlen, "cannot decode the image: %s", le.msg);
         return -1;
     }
     double t1 = now_ms();
     j->decode_ms += t1 - t0;
-    int bad = lsq_image_preprocess(&im, lsq_model_preprocess(e->model), w->x, &le) != LSQ_OK;
+    int bad = lsq_image_preprocess(&im, pre, w->x, &le) != LSQ_OK;
     lsq_image_free(&im);
     j->preprocess_ms += now_ms() - t1;
     if (bad) {

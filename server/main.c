@@ -107,8 +107,8 @@ int main(int argc, char **argv)
         srv_log("cannot start the workers: %s", err);
         return 1;
     }
-    srv_log("%d workers x %d intra-op threads warmed up in %.0f ms; queue %d", opt.workers, opt.threads, now_ms() - t0,
-          opt.queue);
+    srv_log("%d workers x %d intra-op threads warmed up in %.0f ms; queue %d; JPEG decode %s", opt.workers, opt.threads,
+            now_ms() - t0, opt.queue, opt.dct_scale ? "DCT-scaled where large (--dct-scale, not PIL-exact)" : "exact");
     report_measure_benchmarks(rep);
     if (opt.eval == EVAL_MODE_STARTUP) {
         srv_log("measuring accuracy before serving (--eval startup)");

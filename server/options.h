@@ -27,6 +27,7 @@ typedef struct {
     int bench_iters;         /* timed runs of the start-up benchmark */
     const char *cache_dir;   /* accuracy and calibration cache; "" = none, NULL = the default (cache.h) */
     long long max_pixels;    /* decoded image limit */
+    int dct_scale;           /* 1: large JPEGs decode at 1/2..1/8 scale (lsq_image_decode_scaled) */
     int max_connections;
     int access_log;          /* 1: one line per request on stdout */
 } server_options;

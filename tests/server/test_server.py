@@ -655,6 +655,48 @@ def test_accuracy_cache(models):
               len(os.listdir(cache)) == 2, f"{a} {b}")
 
 
+def test_dct_scale(models):
+    """--dct-scale: a large JPEG is decoded at reduced scale, exactly as `lsq preprocess --dct-scale`
+    does it (then `lsq infer`); a small one, below twice the resize size, stays exact."""
+    from PIL import Image
+    import numpy as np
+    rng = np.random.RandomState(3)
+    big = os.path.join(TMP, "server-dct-big.jpg")
+    smooth = np.kron(rng.rand(12, 16, 3), np.ones((40, 40, 1)))  # 480 x 640, blocks plus noise
+    Image.fromarray(np.clip(smooth * 230 + rng.rand(480, 640, 3) * 25, 0, 255).astype("uint8")).save(big, "JPEG")
+    small = make_images()["jpg"]
+    model = os.path.join(models, "mixnet_s/w4a4.safetensors")
+    x_dct, x_exact, y = (os.path.join(TMP, f"server-dct-{n}.f32") for n in ("x", "xe", "y"))
+    subprocess.run([LSQ, "preprocess", big, "--model", model, "--dct-scale", "--output", x_dct], check=True)
+    subprocess.run([LSQ, "preprocess", big, "--model", model, "--output", x_exact], check=True)
+    a, b = np.fromfile(x_dct, "<f4"), np.fromfile(x_exact, "<f4")
+    tap.check("dct_cli_reference_differs_from_exact", a.shape == b.shape and np.abs(a - b).max() > 0,
+              "the test image must be large enough to be DCT-scaled")
+    S = int(round((a.size / 3) ** 0.5))
+    subprocess.run([LSQ, "infer", "--model", model, "--config", "w4a4", "--input", x_dct, "--shape", f"1,3,{S},{S}",
+                    "--output", y], check=True)
+    logits = np.fromfile(y, "<f4").astype(np.float64)
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    want_top = [int(i) for i in np.argsort(-p)[:3]]
+    srv = Server(models, "--eval", "off", "--workers", "1", "--bench-iters", "2", "--dct-scale", name="server-dct")
+    try:
+        tap.check("dct_logged", "DCT-scaled" in srv.stderr() + srv.stdout(), srv.stderr()[-400:])
+        st, _, j = srv.json("POST", "/v1/classify?model=mixnet_s-test&config=w4a4&topk=3", open(big, "rb").read(),
+                            {"Content-Type": "image/jpeg"})
+        got = j.get("predictions", []) if st == 200 else []
+        tap.check("dct_large_jpeg_matches_cli", st == 200 and [g["index"] for g in got] == want_top and
+                  all(abs(g["score"] - p[i]) < 1e-4 for g, i in zip(got, want_top)), f"{st} {j} vs {want_top}")
+        want = lsq_classify(model, "w4a4", small, 3)
+        st, _, j = srv.json("POST", "/v1/classify?model=mixnet_s-test&config=w4a4&topk=3", open(small, "rb").read(),
+                            {"Content-Type": "image/jpeg"})
+        tap.check("dct_small_jpeg_stays_exact", st == 200 and same_predictions(j["predictions"], want), f"{st} {j}")
+    finally:
+        srv.stop()
+    r = subprocess.run([SERVER, "--help"], env=dict(os.environ, LSQ_DCT_SCALE="yes"), capture_output=True, text=True)
+    tap.check("dct_env_bad_value_refused", r.returncode == 2 and "LSQ_DCT_SCALE" in r.stderr, r.stderr)
+
+
 def main():
     models = ensure_models()
     img = make_images()
@@ -679,6 +721,7 @@ def main():
     test_overload(models, img)
     test_drain(models, img)
     test_accuracy_cache(models)
+    test_dct_scale(models)
     tap.finish()
 
 
