@@ -157,6 +157,13 @@ def test_extra_configs(models, img):
         return srv.json("POST", f"/v1/classify?model=mixnet_s-test&config={cfg}&topk=3", jpg,
                         {"Content-Type": "image/jpeg"})
 
+    def w3a3_as_first(srv, name):
+        """Check that w3a3 answers as on the first start; return its calibration entry of /v1/report."""
+        st, _, j = classify(srv, "w3a3")
+        tap.check(name, st == 200 and first and same_predictions(j["predictions"], first), f"{st} {j}")
+        st, _, rep = srv.json("GET", "/v1/report")
+        return calibration_of(rep, "w3a3") if st == 200 else {}
+
     # first start: calibrates both, writes the cache, reports ready after that
     srv = Server(d, "--cache-dir", cache, "--eval", "startup", "--eval-limit", "12", "--workers", "1",
                  "--bench-iters", "2", name="server-extra", env=env)
@@ -239,11 +246,7 @@ def test_extra_configs(models, img):
                   "config w2a2-lsq+dw8: calibration cache hit" in log and "calibrated from" not in log, log[-1500:])
         now = {f: os.stat(os.path.join(cache, f)).st_mtime_ns for f in os.listdir(cache) if f.startswith("calib-")}
         tap.check("extra_cache_not_rewritten", now == mtimes and len(now) == 2, f"{mtimes} {now}")
-        st, _, j = classify(srv, "w3a3")
-        tap.check("extra_cached_same_predictions", st == 200 and first and same_predictions(j["predictions"], first),
-                  f"{st} {j}")
-        st, _, rep = srv.json("GET", "/v1/report")
-        cal = calibration_of(rep, "w3a3") if st == 200 else {}
+        cal = w3a3_as_first(srv, "extra_cached_same_predictions")
         tap.check("extra_report_cache_hit", cal.get("cache") == "hit" and "seconds" not in cal, str(cal))
     finally:
         srv.stop()
@@ -258,11 +261,7 @@ def test_extra_configs(models, img):
         tap.check("extra_unwritable_cache_in_memory", "is not writable" in log and
                   log.count("no calibration cache, kept in memory") == 2 and "w3a3 (calibrated)" in log and
                   "in memory" in log, log[-1500:])
-        st, _, j = classify(srv, "w3a3")
-        tap.check("extra_in_memory_same_predictions", st == 200 and first and same_predictions(j["predictions"], first),
-                  f"{st} {j}")
-        st, _, rep = srv.json("GET", "/v1/report")
-        cal = calibration_of(rep, "w3a3") if st == 200 else {}
+        cal = w3a3_as_first(srv, "extra_in_memory_same_predictions")
         tap.check("extra_report_cache_off", cal.get("cache") == "off" and "file" not in cal, str(cal))
     finally:
         srv.stop()

@@ -53,6 +53,24 @@ typedef struct {
     __m256 qb, qs, qmin, qmax;
 } q8_grid;
 
+/* Per column lane, the sum of 4 u8 x s8 products (bytes of a times bytes of b) added to acc.
+ * AVX-VNNI: one exact vpdpbusd, so every weight width takes this (narrow) path. AVX2: vpmaddubsw
+ * (saturating int16 pair sums: exact only for weight codes in [-64, 63]) then vpmaddwd with ones. */
+#ifdef LSQ_Q8_AVXVNNI
+#define Q8_ANY_NARROW 1
+static inline __m256i q8_dot4(__m256i acc, __m256i a, __m256i b, __m256i ones)
+{
+    (void)ones;
+    return _mm256_dpbusd_avx_epi32(acc, a, b);
+}
+#else
+#define Q8_ANY_NARROW 0
+static inline __m256i q8_dot4(__m256i acc, __m256i a, __m256i b, __m256i ones)
+{
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+}
+#endif
+
 static inline q8_grid q8_grid_of(const lsq_q8_requant *q)
 {
     return (q8_grid){_mm256_set1_ps(q->offset), _mm256_set1_ps(q->scale), _mm256_set1_ps((float)q->qmin),
@@ -84,25 +102,13 @@ static inline __attribute__((always_inline)) void q8_tile(const lsq_q8_gemm_args
     __m256i acc[Q8_MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-#ifdef LSQ_Q8_AVXVNNI
-    for (int g = 0; g < K4 && narrow == 2; g++) { /* vpdpbusd: (k0..k3) of one column per lane */
+    for (int g = 0; g < K4 && narrow; g++) {
         const __m256i b = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * LSQ_Q8_NR * 4));
 #pragma GCC unroll 6
         for (int i = 0; i < mr; i++) {
             int32_t four;
             memcpy(&four, ap + (size_t)i * a->lda + (size_t)g * 4, 4);
-            acc[i][0] = _mm256_dpbusd_avx_epi32(acc[i][0], _mm256_set1_epi32(four), b);
-        }
-    }
-#endif
-    for (int g = 0; g < K4 && narrow == 1; g++) {
-        const __m256i b = _mm256_loadu_si256((const __m256i *)(bp + (size_t)g * LSQ_Q8_NR * 4));
-#pragma GCC unroll 6
-        for (int i = 0; i < mr; i++) {
-            int32_t four;
-            memcpy(&four, ap + (size_t)i * a->lda + (size_t)g * 4, 4);
-            __m256i pairs = _mm256_maddubs_epi16(_mm256_set1_epi32(four), b);
-            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(pairs, ones));
+            acc[i][0] = q8_dot4(acc[i][0], _mm256_set1_epi32(four), b, ones);
         }
     }
     for (int g = 0; g < K4 && !narrow; g++) {
@@ -166,11 +172,7 @@ static void q8_gemm__avx2(const lsq_q8_gemm_args *a, int m0, int m1)
     for (int mb = m0; mb < m1; mb += 96) {
         const int mend = mb + 96 < m1 ? mb + 96 : m1;
         for (int hp = 0; hp < nhalves; hp++) {
-#ifdef LSQ_Q8_AVXVNNI
-            q8_rows(a, mb, mend, hp / 2, hp % 2, 2); /* narrow == 2: vpdpbusd, any weight width */
-            continue;
-#endif
-            if (q8_half_is_narrow(a, hp / 2, hp % 2))
+            if (Q8_ANY_NARROW || q8_half_is_narrow(a, hp / 2, hp % 2))
                 q8_rows(a, mb, mend, hp / 2, hp % 2, 1);
             else
                 q8_rows(a, mb, mend, hp / 2, hp % 2, 0);
