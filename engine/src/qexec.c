@@ -58,6 +58,7 @@ struct lsq_qexec {
     int cmax;
     lsq_trace_fn trace;
     void *trace_user;
+    lsq_prof *prof;
 };
 
 static lsq_q8_requant requant_of(const lsq_conv *c)
@@ -351,7 +352,9 @@ void lsq_qexec_run(lsq_qexec *q, const float *input, float *logits)
 {
     const lsq_model *m = q->m;
     const lsq_net_def *d = &m->def;
+    lsq_prof_begin(q->prof);
     run_stem(q, input);
+    lsq_prof_mark(q->prof, 0, LSQ_PROF_STEM);
     int x = 0; /* xf[x] holds the block input's floats (when a skip needs them) */
     for (int i = 0; i < d->nblocks; i++) {
         const lsq_block_def *bd = &d->blocks[i];
@@ -362,21 +365,26 @@ void lsq_qexec_run(lsq_qexec *q, const float *input, float *logits)
             trace_codes(q, &b->expand, q->xq, (size_t)qb->H * qb->W * bd->expand.cin);
             run_pointwise(q, &b->expand, q->xq, qb->H * qb->W, NULL, NULL, q->eq, &b->dw);
             dw_in = q->eq;
+            lsq_prof_mark(q->prof, i + 1, LSQ_PROF_EXPAND);
         }
         trace_codes(q, &b->dw, dw_in, (size_t)qb->H * qb->W * bd->dw.cin);
         int M = qb->OH * qb->OW, C = bd->dw.cout;
         if (bd->has_se) {
             run_depthwise(q, &b->dw, qb, dw_in, q->df, NULL, NULL, 1);
+            lsq_prof_mark(q->prof, i + 1, LSQ_PROF_DW);
             run_se(q, b, C);
             lsq_q8_quant_args ga = {.x = q->df, .gate = q->gate, .M = M, .C = C, .Q = q->pq, .q = requant_of(&b->project)};
             run_quantize(q, &ga);
+            lsq_prof_mark(q->prof, i + 1, LSQ_PROF_SE);
         } else {
             run_depthwise(q, &b->dw, qb, dw_in, NULL, q->pq, &b->project, 0);
+            lsq_prof_mark(q->prof, i + 1, LSQ_PROF_DW);
         }
         trace_codes(q, &b->project, q->pq, (size_t)M * C);
         /* the projection writes the next layer's codes over the block input's (dead by now) */
         run_pointwise(q, &b->project, q->pq, M, qb->out_float ? q->xf[x ^ 1] : NULL, bd->skip ? q->xf[x] : NULL, q->xq,
                       first_conv(m, i + 1));
+        lsq_prof_mark(q->prof, i + 1, LSQ_PROF_PROJECT);
         x ^= 1;
     }
     int M = q->FH * q->FW, F = d->num_features;
@@ -390,6 +398,7 @@ void lsq_qexec_run(lsq_qexec *q, const float *input, float *logits)
     q->k->q8_quantize(&fa, 0, 1);
     trace_codes(q, &m->classifier, q->sq, (size_t)F);
     run_pointwise(q, &m->classifier, q->sq, 1, logits, NULL, NULL, NULL);
+    lsq_prof_mark(q->prof, d->nblocks + 1, LSQ_PROF_HEAD);
 }
 
 /* ==== planning ================================================================================= */
@@ -465,6 +474,8 @@ nomem:
     lsq_qexec_free(q);
     return lsq_fail(err, LSQ_ERR_NOMEM, "out of memory planning the integer path of %s at %dx%d", d->arch, H, W);
 }
+
+void lsq_qexec_set_prof(lsq_qexec *q, lsq_prof *p) { q->prof = p; }
 
 void lsq_qexec_set_trace(lsq_qexec *q, lsq_trace_fn fn, void *user)
 {

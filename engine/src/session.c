@@ -9,10 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kernels/kernels.h"
 #include "model.h"
+#include "profile.h"
 #include "qexec.h"
 #include "reference.h"
 #include "threadpool.h"
@@ -49,55 +49,9 @@ struct lsq_session {
     float *bscaled;         /* projection weights scaled by the SE gate */
     float *band;            /* [nthreads][band_floats] expanded rows of a fused block */
     size_t band_floats;
-    double *prof;           /* LSQ_PROFILE: seconds per (layer slot, kind), or NULL */
-    int nprof;
+    lsq_prof *prof;         /* LSQ_PROFILE=1, else NULL */
     int cmax;
 };
-
-/* ==== profiling (LSQ_PROFILE=1) ================================================================
- * Wall time per layer kind and block, accumulated over runs and printed when the session is freed:
- * where an inference spends its time, for users tuning a deployment and for us. */
-
-enum { PROF_STEM, PROF_EXPAND, PROF_DW, PROF_EXPDW, PROF_SE, PROF_PROJECT, PROF_HEAD, PROF_KINDS };
-static const char *const prof_names[PROF_KINDS] = {"stem", "expand", "dw", "exp+dw", "se", "project", "head+fc"};
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void prof_mark(lsq_session *s, double *t, int row, int kind)
-{
-    if (!s->prof) return;
-    double n = now_s();
-    s->prof[row * PROF_KINDS + kind] += n - *t;
-    *t = n;
-}
-
-static void prof_print(const lsq_session *s)
-{
-    const lsq_net_def *d = &s->m->def;
-    double tot[PROF_KINDS] = {0}, all = 0;
-    fprintf(stderr, "lsq profile: %s %dx%d, %d thread(s), %d run(s), ms per run\n%-14s", d->arch, s->H, s->W,
-            s->nthreads, s->nprof, "block");
-    for (int k = 0; k < PROF_KINDS; k++) fprintf(stderr, "%9s", prof_names[k]);
-    fputc('\n', stderr);
-    for (int r = 0; r < d->nblocks + 2; r++) {
-        fprintf(stderr, "%-14s", r == 0 ? "stem" : r == d->nblocks + 1 ? "head" : d->blocks[r - 1].dw.name);
-        for (int k = 0; k < PROF_KINDS; k++) {
-            double v = s->prof[r * PROF_KINDS + k] * 1e3 / (s->nprof ? s->nprof : 1);
-            tot[k] += v;
-            all += v;
-            fprintf(stderr, "%9.3f", v);
-        }
-        fputc('\n', stderr);
-    }
-    fprintf(stderr, "%-14s", "total");
-    for (int k = 0; k < PROF_KINDS; k++) fprintf(stderr, "%9.3f", tot[k]);
-    fprintf(stderr, "   = %.3f ms\n", all);
-}
 
 /* ==== parallel helpers ========================================================================= */
 
@@ -414,6 +368,7 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
         }
         if (s->ref) snprintf(s->desc, sizeof s->desc, "reference (fake quantization, 1 thread)");
         else snprintf(s->desc, sizeof s->desc, "integer (q8 %s)", lsq_qexec_kernels(s->qx));
+        if (s->qx) lsq_qexec_set_prof(s->qx, s->prof = lsq_prof_from_env(d, s->H, s->W, s->nthreads, "integer"));
         *out = s;
         return LSQ_OK;
     }
@@ -471,8 +426,7 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
     s->band_floats = (band + 15) & ~(size_t)15;
     s->band = lsq_alloc(LSQ_MAX((size_t)s->nthreads * s->band_floats, 1) * sizeof(float));
     if (!s->bscaled || !s->band || !s->col || !s->chsum || !s->pooled || !s->hidden || !s->gate || !s->feat) goto nomem;
-    const char *prof = getenv("LSQ_PROFILE");
-    if (prof && *prof && strcmp(prof, "0")) s->prof = calloc((size_t)(d->nblocks + 2) * PROF_KINDS, sizeof(double));
+    s->prof = lsq_prof_from_env(d, s->H, s->W, s->nthreads, "float");
     if (!(s->pool = lsq_pool_create(s->nthreads))) {
         lsq_session_free(s);
         return lsq_fail(err, LSQ_ERR_NOMEM, "cannot start %d threads", s->nthreads);
@@ -499,8 +453,7 @@ void lsq_session_free(lsq_session *s)
     lsq_free(s->feat);
     lsq_free(s->bscaled);
     lsq_free(s->band);
-    if (s->prof && s->nprof) prof_print(s);
-    free(s->prof);
+    lsq_prof_free(s->prof);
     free(s->bp);
     free(s);
 }
@@ -597,12 +550,11 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
     }
     const lsq_model *m = s->m;
     const lsq_net_def *d = &m->def;
-    double t = s->prof ? now_s() : 0;
-    if (s->prof) s->nprof++;
+    lsq_prof_begin(s->prof);
 
     stem_job sj = {s, input};
     lsq_pool_run(s->pool, stem_task, &sj);
-    prof_mark(s, &t, 0, PROF_STEM);
+    lsq_prof_mark(s->prof, 0, LSQ_PROF_STEM);
 
     int x = 0; /* index of the buffer holding the block input */
     for (int i = 0; i < d->nblocks; i++) {
@@ -613,23 +565,23 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
         const float *dw_in = s->buf[x];
         if (bp->band) {
             run_expand_depthwise(s, b, bp, s->buf[x], s->buf[tb], bd->has_se ? s->pooled : NULL);
-            prof_mark(s, &t, i + 1, PROF_EXPDW);
+            lsq_prof_mark(s->prof, i + 1, LSQ_PROF_EXPDW);
         } else if (bd->has_expand) {
             run_pointwise(s, &b->expand, s->buf[x], bp->H * bp->W, s->buf[e], NULL, NULL);
             dw_in = s->buf[e];
-            prof_mark(s, &t, i + 1, PROF_EXPAND);
+            lsq_prof_mark(s->prof, i + 1, LSQ_PROF_EXPAND);
         }
         if (!bp->band) {
             run_depthwise(s, &b->dw, dw_in, bp->H, bp->W, bp, s->buf[tb], bd->has_se ? s->pooled : NULL);
-            prof_mark(s, &t, i + 1, PROF_DW);
+            lsq_prof_mark(s->prof, i + 1, LSQ_PROF_DW);
         }
         int M = bp->OH * bp->OW;
         if (bd->has_se) se_gate(s, &b->se_reduce, &b->se_expand, s->pooled, s->hidden, s->gate);
-        prof_mark(s, &t, i + 1, PROF_SE);
+        lsq_prof_mark(s->prof, i + 1, LSQ_PROF_SE);
         /* the projection writes over the expanded tensor, which is dead by now */
         run_pointwise(s, &b->project, s->buf[tb], M, s->buf[e], bd->skip ? s->buf[x] : NULL,
                       bd->has_se ? s->gate : NULL);
-        prof_mark(s, &t, i + 1, PROF_PROJECT);
+        lsq_prof_mark(s->prof, i + 1, LSQ_PROF_PROJECT);
         x = e;
     }
 
@@ -643,7 +595,7 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
         .bias = m->classifier.bias, .C = logits, .ldc = d->num_classes, .act = LSQ_ACT_NONE,
     };
     run_gemm(s, &cl);
-    prof_mark(s, &t, d->nblocks + 1, PROF_HEAD);
+    lsq_prof_mark(s->prof, d->nblocks + 1, LSQ_PROF_HEAD);
     return LSQ_OK;
 }
 
