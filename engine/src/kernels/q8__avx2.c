@@ -19,7 +19,10 @@
  * instruction per group of 4 k, the narrow path's speed with no narrow/wide split. Same results
  * bit for bit: both are exact integer sums. Tried and dropped (bench_levels, Zen 5): tiles of 6 x
  * 16 columns sharing each broadcast (9% slower than 6 x 8) and vpdpwssd in the depthwise kernel
- * (4% slower: its latency lengthens the accumulation chains that vpmaddwd + vpaddd keep short). */
+ * (4% slower: its latency lengthens the accumulation chains that vpmaddwd + vpaddd keep short).
+ * Also dropped: q8__avx512vnni.c's depthwise layout (rows outer, 8 outputs per input load): 10%
+ * slower over bench_levels' layers here, faster only at 112x112; at 14x14 and below nearly every
+ * group is a border group, and without byte-masked loads each of its loads needs an AND. */
 #include <immintrin.h>
 #include <string.h>
 

@@ -3,7 +3,7 @@
  * GEMM: vpdpbusd sums four uint8 x int8 products into each int32 lane, so one instruction does 64
  * multiply-adds. Depthwise: 16 channels per vector; codes zero-extended to int32 lanes and weights
  * sign-extended, so vpdpwssd (two int16 products per lane, the upper one 0 x w) is one exact
- * multiply-add per lane. Requantization to the next layer's codes happens in the epilogues. */
+ * multiply-add per lane; laid out like the float kernel (see its section below). Requantization to the next layer's codes happens in the epilogues. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -87,107 +87,131 @@ static void q8_gemm__avx512vnni(const lsq_q8_gemm_args *a, int m0, int m1)
     }
 }
 
-/* ==== depthwise ================================================================================ */
+/* ==== depthwise ================================================================================
+ * The float kernel's structure (f32__avx512.c): rows outer and 16-channel groups inner, so the k
+ * input rows an output row needs stay in cache while every group passes over them; DW_NB outputs
+ * of a row at once, each input pixel loaded (and zero-extended) once per kernel row and used by
+ * every output whose window covers it, with DW_NB independent accumulators. Taps outside the image
+ * are masked-off loads (code 0 adds nothing to the sums); the outputs whose windows leave the image
+ * then take the epilogue constant of their valid taps (bias + coef * their weight sum). */
 
-#define Q8_DW_MAXTAPS 121 /* 11 x 11 */
+#define DW_NB 8
 
-/* 16 codes at p, zero-extended to int32 lanes (masked past the group's channels). */
-static inline __m512i q8_load16(const uint8_t *p, __mmask16 mask, int full)
+/* DW_NB outputs of one row: acc[j] += sum over kernel rows [ky0, ky1) and all K columns of
+ * codes * weights. `base` points at input column ix0 of the window's row 0, possibly outside. On
+ * AMD Zen a masked load whose masked-off lanes would fault takes a microcode assist costing hundreds
+ * of cycles, so columns outside [0, W) read column 0 or W - 1 with an all-zero mask. */
+static inline __attribute__((always_inline)) void dw_group(const uint8_t *base, const int8_t *wc, size_t rowstride,
+                                                           size_t C, int nc, __mmask16 mask, int ix0, int W,
+                                                           __m512i *acc, int ky0, int ky1, const int K, const int S,
+                                                           const int border)
 {
-    return _mm512_cvtepu8_epi32(full ? _mm_loadu_si128((const __m128i *)p) : _mm_maskz_loadu_epi8(mask, p));
-}
-
-typedef struct {
-    __m512 mult, add, bias, coef, qb, qs, qmax;
-} dw_consts;
-
-static inline void dw_store(const lsq_q8_dw_args *a, const dw_consts *k, __m512 y, size_t o, __mmask16 mask,
-                            __m512 *csum)
-{
-    if (a->Q) {
-        _mm_mask_storeu_epi8(a->Q + o, mask, q8_codes512(y, k->qb, k->qs, k->qmax));
-    } else {
-        _mm512_mask_storeu_ps(a->out + o, mask, y);
-        *csum = _mm512_add_ps(*csum, y);
+    __mmask16 km[(DW_NB - 1) * 2 + 11];
+    ptrdiff_t off[(DW_NB - 1) * 2 + 11];
+#pragma GCC unroll 32
+    for (int i = 0; i < (DW_NB - 1) * S + K; i++) {
+        int col = ix0 + i, inside = (unsigned)col < (unsigned)W;
+        km[i] = !border || inside ? mask : 0;
+        off[i] = border ? (ptrdiff_t)((col < 0 ? 0 : col >= W ? W - 1 : col) - ix0) * (ptrdiff_t)C
+                        : (ptrdiff_t)i * (ptrdiff_t)C;
     }
-}
-
-/* One output row band of one 16-channel group; `kc` is the kernel size as a compile-time constant
- * where the caller has one (the tap loops then unroll), else 0 and a->k is used. */
-static inline __attribute__((always_inline)) void dw_rows(const lsq_q8_dw_args *a, const int kc, int oy0, int oy1,
-                                                          int c, const __m512i *wv, const dw_consts *K, __mmask16 mask,
-                                                          int full, __m512 *csum)
-{
-    const int k = kc ? kc : a->k, S = a->stride, C = a->C;
-    const size_t xstep = (size_t)S * C; /* bytes between the taps of neighbouring output pixels */
-    const uint8_t *in = a->in + a->c0 + c;
-    for (int oy = oy0; oy < oy1; oy++) {
-        const int iy0 = oy * S - a->pad_t;
-        const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + k > a->H ? a->H - iy0 : k;
-        const int rows_full = ky0 == 0 && ky1 == k;
-        size_t orow = (size_t)oy * a->OW * C + a->c0 + c;
-        int ox = 0;
-        while (ox < a->OW) {
-            const int ix0 = ox * S - a->pad_l;
-            const int kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + k > a->W ? a->W - ix0 : k;
-            /* four interior pixels at once: four independent accumulation chains */
-            if (rows_full && kx0 == 0 && (ox + 3) * S - a->pad_l + k <= a->W && ox + 4 <= a->OW) {
-                __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
-                const uint8_t *row = in + ((size_t)iy0 * a->W + ix0) * C;
-                for (int ky = 0; ky < k; ky++, row += (size_t)a->W * C) {
-                    const uint8_t *p = row;
-                    for (int kx = 0; kx < k; kx++, p += C) {
-                        __m512i w = wv[ky * k + kx];
-                        s0 = _mm512_dpwssd_epi32(s0, q8_load16(p, mask, full), w);
-                        s1 = _mm512_dpwssd_epi32(s1, q8_load16(p + xstep, mask, full), w);
-                        s2 = _mm512_dpwssd_epi32(s2, q8_load16(p + 2 * xstep, mask, full), w);
-                        s3 = _mm512_dpwssd_epi32(s3, q8_load16(p + 3 * xstep, mask, full), w);
-                    }
-                }
-                dw_store(a, K, lsq_act512(a->act, _mm512_fmadd_ps(K->mult, _mm512_cvtepi32_ps(s0), K->add)), orow + (size_t)ox * C, mask, csum);
-                dw_store(a, K, lsq_act512(a->act, _mm512_fmadd_ps(K->mult, _mm512_cvtepi32_ps(s1), K->add)), orow + (size_t)(ox + 1) * C, mask, csum);
-                dw_store(a, K, lsq_act512(a->act, _mm512_fmadd_ps(K->mult, _mm512_cvtepi32_ps(s2), K->add)), orow + (size_t)(ox + 2) * C, mask, csum);
-                dw_store(a, K, lsq_act512(a->act, _mm512_fmadd_ps(K->mult, _mm512_cvtepi32_ps(s3), K->add)), orow + (size_t)(ox + 3) * C, mask, csum);
-                ox += 4;
-                continue;
+    for (int ky = ky0; ky < ky1; ky++) {
+        const uint8_t *row = base + (ptrdiff_t)ky * (ptrdiff_t)rowstride;
+        const int8_t *wr = wc + (size_t)ky * K * nc;
+        __m512i w[11];
+#pragma GCC unroll 11
+        for (int kx = 0; kx < K; kx++) w[kx] = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, wr + (size_t)kx * nc));
+#pragma GCC unroll 32
+        for (int i = 0; i < (DW_NB - 1) * S + K; i++) {
+            __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km[i], row + off[i]));
+#pragma GCC unroll 8
+            for (int j = 0; j < DW_NB; j++) {
+                const int kx = i - j * S;
+                if (kx >= 0 && kx < K) acc[j] = _mm512_dpwssd_epi32(acc[j], x, w[kx]);
             }
-            /* one pixel, border or not: only the valid taps, and their weight sum */
-            __m512i s = _mm512_setzero_si512(), ws = _mm512_setzero_si512();
-            for (int ky = ky0; ky < ky1; ky++) {
-                const uint8_t *p = in + ((size_t)(iy0 + ky) * a->W + ix0 + kx0) * C;
-                for (int kx = kx0; kx < kx1; kx++, p += C) {
-                    s = _mm512_dpwssd_epi32(s, q8_load16(p, mask, full), wv[ky * k + kx]);
-                    ws = _mm512_add_epi32(ws, wv[ky * k + kx]);
-                }
-            }
-            __m512 add = rows_full && kx0 == 0 && kx1 == k ? K->add : _mm512_fmadd_ps(K->coef, _mm512_cvtepi32_ps(ws), K->bias);
-            dw_store(a, K, lsq_act512(a->act, _mm512_fmadd_ps(K->mult, _mm512_cvtepi32_ps(s), add)), orow + (size_t)ox * C, mask, csum);
-            ox++;
         }
     }
 }
+
+/* One output row of one 16-channel group. */
+static inline __attribute__((always_inline)) void dw_row(const lsq_q8_dw_args *a, int c, int oy, float *chsum,
+                                                         const int K, const int S)
+{
+    const __mmask16 mask = lsq_mask16(a->nc - c);
+    const size_t C = (size_t)a->C, rowstride = (size_t)a->W * C;
+    const int8_t *wc = a->w + c;
+    const int iy0 = oy * S - a->pad_t;
+    const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + K > a->H ? a->H - iy0 : K;
+    const __m512 mult = _mm512_maskz_loadu_ps(mask, a->mult + c), bias = _mm512_maskz_loadu_ps(mask, a->bias + c);
+    const __m512 coef = _mm512_maskz_loadu_ps(mask, a->coef + c);
+    const __m512 qb = _mm512_set1_ps(a->q.offset), qs = _mm512_set1_ps(a->q.scale), qmax = _mm512_set1_ps((float)a->q.qmax);
+    /* the valid rows' weight sums per kernel column, for outputs whose window leaves the image */
+    __m512i colsum[11];
+#pragma GCC unroll 11
+    for (int kx = 0; kx < K; kx++) {
+        colsum[kx] = _mm512_setzero_si512();
+        for (int ky = ky0; ky < ky1; ky++)
+            colsum[kx] = _mm512_add_epi32(colsum[kx],
+                                          _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, wc + (size_t)(ky * K + kx) * a->nc)));
+    }
+    const __m512 add_full = ky0 == 0 && ky1 == K ? _mm512_maskz_loadu_ps(mask, a->add + c) : _mm512_setzero_ps();
+    const uint8_t *rowbase = a->in + a->c0 + c + (ptrdiff_t)iy0 * (ptrdiff_t)rowstride;
+    const size_t orow = (size_t)oy * a->OW * C + a->c0 + c;
+    __m512 sum = _mm512_setzero_ps();
+    for (int ox = 0; ox < a->OW; ox += DW_NB) {
+        __m512i acc[DW_NB];
+#pragma GCC unroll 8
+        for (int j = 0; j < DW_NB; j++) acc[j] = _mm512_setzero_si512();
+        const int ix0 = ox * S - a->pad_l;
+        const uint8_t *gb = rowbase + (ptrdiff_t)ix0 * (ptrdiff_t)C;
+        if (ix0 >= 0 && ix0 + (DW_NB - 1) * S + K <= a->W)
+            dw_group(gb, wc, rowstride, C, a->nc, mask, ix0, a->W, acc, ky0, ky1, K, S, 0);
+        else
+            dw_group(gb, wc, rowstride, C, a->nc, mask, ix0, a->W, acc, ky0, ky1, K, S, 1);
+        const int n = a->OW - ox < DW_NB ? a->OW - ox : DW_NB;
+#pragma GCC unroll 8
+        for (int j = 0; j < DW_NB; j++) {
+            if (j >= n) break;
+            const int ix = ix0 + j * S, kx0 = ix < 0 ? -ix : 0, kx1 = ix + K > a->W ? a->W - ix : K;
+            __m512 add = add_full;
+            if (kx0 != 0 || kx1 != K || ky0 != 0 || ky1 != K) {
+                __m512i ws = _mm512_setzero_si512();
+                for (int kx = kx0; kx < kx1; kx++) ws = _mm512_add_epi32(ws, colsum[kx]);
+                add = _mm512_fmadd_ps(coef, _mm512_cvtepi32_ps(ws), bias);
+            }
+            __m512 y = lsq_act512(a->act, _mm512_fmadd_ps(mult, _mm512_cvtepi32_ps(acc[j]), add));
+            const size_t o = orow + (size_t)(ox + j) * C;
+            if (a->Q) {
+                _mm_mask_storeu_epi8(a->Q + o, mask, q8_codes512(y, qb, qs, qmax));
+            } else {
+                _mm512_mask_storeu_ps(a->out + o, mask, y);
+                sum = _mm512_add_ps(sum, y);
+            }
+        }
+    }
+    if (chsum && !a->Q) _mm512_mask_storeu_ps(chsum + c, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, chsum + c), sum));
+}
+
+#define DW_CASE(K)                                                                                \
+    case K:                                                                                       \
+        for (int oy = oy0; oy < oy1; oy++) {                                                      \
+            if (a->stride == 1)                                                                   \
+                for (int c = 0; c < a->nc; c += 16) dw_row(a, c, oy, chsum, K, 1);                \
+            else                                                                                  \
+                for (int c = 0; c < a->nc; c += 16) dw_row(a, c, oy, chsum, K, 2);                \
+        }                                                                                         \
+        return;
 
 static void q8_dwconv__avx512vnni(const lsq_q8_dw_args *a, int oy0, int oy1, float *chsum)
 {
-    const int kk = a->k * a->k;
-    __m512i wv[Q8_DW_MAXTAPS];
-    for (int c = 0; c < a->nc; c += 16) {
-        const __mmask16 mask = lsq_mask16(a->nc - c);
-        const int full = a->nc - c >= 16;
-        for (int t = 0; t < kk; t++) wv[t] = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, a->w + (size_t)t * a->nc + c));
-        dw_consts K = {
-            .mult = _mm512_maskz_loadu_ps(mask, a->mult + c), .add = _mm512_maskz_loadu_ps(mask, a->add + c),
-            .bias = _mm512_maskz_loadu_ps(mask, a->bias + c), .coef = _mm512_maskz_loadu_ps(mask, a->coef + c),
-            .qb = _mm512_set1_ps(a->q.offset), .qs = _mm512_set1_ps(a->q.scale), .qmax = _mm512_set1_ps((float)a->q.qmax),
-        };
-        __m512 csum = _mm512_setzero_ps();
-        switch (a->k) {
-        case 3: dw_rows(a, 3, oy0, oy1, c, wv, &K, mask, full, &csum); break;
-        case 5: dw_rows(a, 5, oy0, oy1, c, wv, &K, mask, full, &csum); break;
-        case 7: dw_rows(a, 7, oy0, oy1, c, wv, &K, mask, full, &csum); break;
-        default: dw_rows(a, 0, oy0, oy1, c, wv, &K, mask, full, &csum); break;
-        }
-        if (chsum && !a->Q) _mm512_mask_storeu_ps(chsum + c, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, chsum + c), csum));
+    switch (a->stride <= 2 ? a->k : 0) {
+        DW_CASE(3)
+        DW_CASE(5)
+        DW_CASE(7)
+        DW_CASE(9)
+        DW_CASE(11)
+    default:
+        lsq_q8_kernels_scalar.q8_dwconv(a, oy0, oy1, chsum);
     }
 }
 
