@@ -49,7 +49,7 @@ struct lsq_qexec {
     float *xf[2];             /* block outputs (the residual stream), NHWC float */
     uint8_t *xq, *eq, *pq;    /* codes: block input, expanded tensor, projection input */
     float *df;                /* depthwise output of SE blocks; the head's output */
-    uint8_t *inq, *col;       /* network input codes (planar), stem im2col codes */
+    uint8_t *inq, *inhwc, *col; /* network input codes (planar, then HWC), stem im2col codes */
     stem_border *border;      /* the stem's border rectangles */
     int nborder;
     float *chsum;             /* [nthreads][cmax] */
@@ -173,37 +173,61 @@ static int packed_code(const int8_t *B, int K, int n, int k)
 }
 
 /* The network input: signed 8-bit codes, NCHW float -> planar uint8 (code - qmin), rounded exactly
- * as the reference's quantizer; then im2col rows of (ky, kx, c) taps, padding with code 0. */
+ * as the reference's quantizer, then interleaved to HWC so that each kernel row of a stem window
+ * is k * 3 contiguous bytes. */
 static void stem_input(lsq_qexec *q, const float *input)
 {
-    const int hw = q->H * q->W;
-    lsq_q8_quant_args a = {.x = input, .M = 3, .C = hw, .Q = q->inq, .q = requant_of(&q->m->stem)};
+    const size_t hw = (size_t)q->H * q->W;
+    lsq_q8_quant_args a = {.x = input, .M = 3, .C = (int)hw, .Q = q->inq, .q = requant_of(&q->m->stem)};
     q->k->q8_quantize(&a, 0, 3);
+    const uint8_t *r = q->inq, *g = r + hw, *b = g + hw;
+    for (size_t i = 0; i < hw; i++) {
+        q->inhwc[3 * i] = r[i];
+        q->inhwc[3 * i + 1] = g[i];
+        q->inhwc[3 * i + 2] = b[i];
+    }
 }
 
-static void stem_im2col(lsq_qexec *q)
+/* im2col rows of (ky, kx, c) taps for stem output rows [oy0, oy1), padding with the code of 0. */
+static void stem_im2col(const lsq_qexec *q, int oy0, int oy1)
 {
     const lsq_net_def *d = &q->m->def;
     const int k = d->stem.part[0].k, S = d->stem.stride, H = q->H, W = q->W;
     const uint8_t zero = (uint8_t)-q->m->stem.in.qmin;
-    const uint8_t *plane[3] = {q->inq, q->inq + (size_t)H * W, q->inq + (size_t)2 * H * W};
-    for (int oy = 0; oy < q->SH; oy++)
+    const uint8_t *in = q->inhwc;
+    for (int oy = oy0; oy < oy1; oy++) {
+        const int iy0 = oy * S - q->stem_pt;
         for (int ox = 0; ox < q->SW; ox++) {
             uint8_t *row = q->col + ((size_t)oy * q->SW + ox) * q->stem_lda;
-            int iy0 = oy * S - q->stem_pt, ix0 = ox * S - q->stem_pl;
-            for (int ky = 0; ky < k; ky++) {
-                int iy = iy0 + ky;
-                for (int kx = 0; kx < k; kx++, row += 3) {
-                    int ix = ix0 + kx;
-                    int in = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                    size_t o = (size_t)iy * W + ix;
-                    row[0] = in ? plane[0][o] : zero;
-                    row[1] = in ? plane[1][o] : zero;
-                    row[2] = in ? plane[2][o] : zero;
+            const int ix0 = ox * S - q->stem_pl;
+            if (iy0 >= 0 && iy0 + k <= H && ix0 >= 0 && ix0 + k <= W) { /* a kernel row is k * 3 bytes */
+                const uint8_t *src = in + ((size_t)iy0 * W + ix0) * 3;
+                if (k == 3)
+                    for (int ky = 0; ky < 3; ky++) memcpy(row + ky * 9, src + (size_t)ky * W * 3, 9);
+                else
+                    for (int ky = 0; ky < k; ky++) memcpy(row + ky * k * 3, src + (size_t)ky * W * 3, (size_t)k * 3);
+                row += q->stem_K;
+            } else {
+                for (int ky = 0; ky < k; ky++) {
+                    const int iy = iy0 + ky;
+                    for (int kx = 0; kx < k; kx++, row += 3) {
+                        const int ix = ix0 + kx;
+                        if (iy >= 0 && iy < H && ix >= 0 && ix < W) memcpy(row, in + ((size_t)iy * W + ix) * 3, 3);
+                        else row[0] = row[1] = row[2] = zero;
+                    }
                 }
             }
             for (int t = q->stem_K; t < q->stem_lda; t++) *row++ = 0;
         }
+    }
+}
+
+static void im2col_task(void *ctx, int tid, int n)
+{
+    const lsq_qexec *q = ctx;
+    int b, e;
+    lsq_pool_range(q->SH, 1, tid, n, &b, &e);
+    if (b < e) stem_im2col(q, b, e);
 }
 
 /* Border pixels of the stem: the GEMM summed the offset over all taps; redo each border rectangle
@@ -281,17 +305,9 @@ static void run_stem(lsq_qexec *q, const float *input)
     const lsq_model *m = q->m;
     const lsq_conv *next = first_conv(m, 0);
     stem_input(q, input);
-    if (q->trace) { /* the reference traces NHWC */
-        size_t hw = (size_t)q->H * q->W;
-        uint8_t *t = malloc(hw * 3);
-        if (t) {
-            for (size_t i = 0; i < hw; i++)
-                for (int c = 0; c < 3; c++) t[i * 3 + c] = q->inq[c * hw + i];
-            trace_codes(q, &m->stem, t, hw * 3);
-            free(t);
-        }
-    }
-    stem_im2col(q);
+    trace_codes(q, &m->stem, q->inhwc, (size_t)q->H * q->W * 3); /* the reference traces NHWC */
+    if (q->nthreads == 1) stem_im2col(q, 0, q->SH);
+    else lsq_pool_run(q->pool, im2col_task, q);
     float *C = q->stem_float ? q->xf[0] : NULL;
     lsq_q8_gemm_args g = {
         .M = q->SH * q->SW, .N = m->def.stem.cout, .K = q->stem_K, .A = q->col, .lda = q->stem_lda,
@@ -452,6 +468,7 @@ lsq_status lsq_qexec_create(const lsq_model *m, int H, int W, int nthreads, lsq_
     q->eq = lsq_alloc(codes);
     q->pq = lsq_alloc(codes);
     q->inq = lsq_alloc((size_t)H * W * 3 + 64);
+    q->inhwc = lsq_alloc((size_t)H * W * 3 + 64);
     q->col = lsq_alloc((size_t)q->SH * q->SW * q->stem_lda + LSQ_Q8_AREAD_PAD + 64);
     q->chsum = lsq_alloc((size_t)q->nthreads * cmax * sizeof(float));
     q->pooled = lsq_alloc((size_t)cmax * sizeof(float));
@@ -459,7 +476,7 @@ lsq_status lsq_qexec_create(const lsq_model *m, int H, int W, int nthreads, lsq_
     q->gate = lsq_alloc((size_t)cmax * sizeof(float));
     q->feat = lsq_alloc((size_t)cmax * sizeof(float));
     q->sq = lsq_alloc((size_t)cmax + LSQ_Q8_AREAD_PAD + 64);
-    if (!plan_stem_borders(q) || !q->xf[0] || !q->xf[1] || !q->df || !q->xq || !q->eq || !q->pq || !q->inq || !q->col || !q->chsum ||
+    if (!plan_stem_borders(q) || !q->xf[0] || !q->xf[1] || !q->df || !q->xq || !q->eq || !q->pq || !q->inq || !q->inhwc || !q->col || !q->chsum ||
         !q->pooled || !q->hidden || !q->gate || !q->feat || !q->sq)
         goto nomem;
     /* codes past a row's end are read (times zero weights) by the GEMM: keep them initialised */
@@ -492,7 +509,7 @@ void lsq_qexec_free(lsq_qexec *q)
     lsq_free(q->xf[0]), lsq_free(q->xf[1]), lsq_free(q->df);
     for (int b = 0; b < q->nborder; b++) lsq_free(q->border[b].add);
     free(q->border);
-    lsq_free(q->xq), lsq_free(q->eq), lsq_free(q->pq), lsq_free(q->inq), lsq_free(q->col);
+    lsq_free(q->xq), lsq_free(q->eq), lsq_free(q->pq), lsq_free(q->inq), lsq_free(q->inhwc), lsq_free(q->col);
     lsq_free(q->chsum), lsq_free(q->pooled), lsq_free(q->hidden), lsq_free(q->gate), lsq_free(q->feat), lsq_free(q->sq);
     free(q->qb);
     free(q);
