@@ -126,9 +126,12 @@ static void run_pointwise(const lsq_qexec *q, const lsq_conv *c, const uint8_t *
     }
 }
 
+/* All parts of a (mixed) depthwise conv in one fork-join: each thread runs its rows of every part
+ * (MixNet's layers have up to four kernel sizes: one barrier, not four). */
 typedef struct {
     const lsq_qexec *q;
-    const lsq_q8_dw_args *a;
+    lsq_q8_dw_args a[LSQ_MAX_PARTS];
+    int nparts;
     float *chsum; /* per thread, cmax apart, or NULL */
 } dw_job;
 
@@ -136,8 +139,9 @@ static void dw_task(void *ctx, int tid, int n)
 {
     const dw_job *j = ctx;
     int b, e;
-    lsq_pool_range(j->a->OH, 1, tid, n, &b, &e);
-    if (b < e) j->q->k->q8_dwconv(j->a, b, e, j->chsum ? j->chsum + (size_t)tid * j->q->cmax + j->a->c0 : NULL);
+    lsq_pool_range(j->a[0].OH, 1, tid, n, &b, &e);
+    for (int p = 0; p < j->nparts && b < e; p++)
+        j->q->k->q8_dwconv(&j->a[p], b, e, j->chsum ? j->chsum + (size_t)tid * j->q->cmax + j->a[p].c0 : NULL);
 }
 
 typedef struct {
@@ -325,19 +329,18 @@ static void run_depthwise(lsq_qexec *q, const lsq_conv *c, const qblock *b, cons
 {
     const lsq_conv_def *d = c->def;
     if (squeeze) memset(q->chsum, 0, (size_t)q->nthreads * q->cmax * sizeof(float));
+    dw_job j = {.q = q, .nparts = d->nparts, .chsum = squeeze ? q->chsum : NULL};
     for (int p = 0; p < d->nparts; p++) {
         const lsq_conv_part *pt = &d->part[p];
         int o = pt->out_off;
-        lsq_q8_dw_args a = {
+        j.a[p] = (lsq_q8_dw_args){
             .in = in, .H = b->H, .W = b->W, .C = d->cin, .c0 = pt->in_off, .nc = pt->cin, .k = pt->k,
             .stride = d->stride, .pad_t = b->pad_t[p], .pad_l = b->pad_l[p], .w = c->qw[p], .mult = c->qmult + o,
             .add = c->qadd + o, .bias = c->bias + o, .coef = c->qcoef + o, .out = out, .Q = Q,
             .q = next ? requant_of(next) : (lsq_q8_requant){.scale = 1.f}, .OH = b->OH, .OW = b->OW, .act = d->act,
         };
-        dw_job j = {q, &a, squeeze ? q->chsum : NULL};
-        if (q->nthreads == 1) dw_task(&j, 0, 1);
-        else lsq_pool_run(q->pool, dw_task, &j);
     }
+    lsq_pool_run(q->pool, dw_task, &j);
     if (squeeze) {
         int C = d->cout;
         float M = (float)(b->OH * b->OW);
