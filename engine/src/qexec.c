@@ -85,26 +85,28 @@ static void trace_codes(const lsq_qexec *q, const lsq_conv *c, const uint8_t *co
 
 /* ==== parallel drivers ========================================================================= */
 
+/* GEMMs over the same rows (the groups of a grouped 1x1 conv) in one fork-join, split by rows. */
 typedef struct {
     const lsq_qexec *q;
     const lsq_q8_gemm_args *g;
+    int n;
 } gemm_job;
 
 static void gemm_task(void *ctx, int tid, int n)
 {
     const gemm_job *j = ctx;
     int b, e;
-    lsq_pool_range(j->g->M, 12, tid, n, &b, &e);
-    if (b < e) j->q->k->q8_gemm(j->g, b, e);
+    lsq_pool_range(j->g[0].M, 12, tid, n, &b, &e);
+    for (int i = 0; i < j->n && b < e; i++) j->q->k->q8_gemm(&j->g[i], b, e);
 }
 
-static void run_gemm(const lsq_qexec *q, const lsq_q8_gemm_args *g)
+static void run_gemm(const lsq_qexec *q, const lsq_q8_gemm_args *g, int n)
 {
-    if (q->nthreads == 1 || g->M < 24 * q->nthreads) {
-        q->k->q8_gemm(g, 0, g->M);
+    if (q->nthreads == 1 || g[0].M < 24 * q->nthreads) {
+        for (int i = 0; i < n; i++) q->k->q8_gemm(&g[i], 0, g[i].M);
         return;
     }
-    gemm_job j = {q, g};
+    gemm_job j = {q, g, n};
     lsq_pool_run(q->pool, gemm_task, &j);
 }
 
@@ -113,17 +115,18 @@ static void run_pointwise(const lsq_qexec *q, const lsq_conv *c, const uint8_t *
                           uint8_t *Q, const lsq_conv *next)
 {
     const lsq_conv_def *d = c->def;
+    lsq_q8_gemm_args g[LSQ_MAX_PARTS];
     for (int p = 0; p < d->nparts; p++) {
         const lsq_conv_part *pt = &d->part[p];
-        lsq_q8_gemm_args g = {
+        g[p] = (lsq_q8_gemm_args){
             .M = M, .N = pt->cout, .K = pt->cin, .A = A + pt->in_off, .lda = d->cin, .B = c->qw[p],
             .ibias = c->qibias ? c->qibias + pt->out_off : NULL, .mult = c->qmult + pt->out_off,
             .add = c->qadd + pt->out_off, .C = C ? C + pt->out_off : NULL, .ldc = d->cout,
             .R = R ? R + pt->out_off : NULL, .ldr = d->cout, .Q = Q ? Q + pt->out_off : NULL, .ldq = d->cout,
             .q = next ? requant_of(next) : (lsq_q8_requant){.scale = 1.f}, .act = d->act,
         };
-        run_gemm(q, &g);
     }
+    run_gemm(q, g, d->nparts);
 }
 
 /* All parts of a (mixed) depthwise conv in one fork-join: each thread runs its rows of every part
@@ -318,7 +321,7 @@ static void run_stem(lsq_qexec *q, const float *input)
         .B = m->stem.qw[0], .ibias = m->stem.qibias, .mult = m->stem.qmult, .add = m->stem.qadd, .C = C,
         .ldc = m->def.stem.cout, .Q = q->xq, .ldq = m->def.stem.cout, .q = requant_of(next), .act = m->def.stem.act,
     };
-    run_gemm(q, &g);
+    run_gemm(q, &g, 1);
     stem_borders(q, &g);
 }
 
