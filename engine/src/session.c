@@ -184,12 +184,12 @@ static void run_pointwise(lsq_session *s, const lsq_conv *c, float *in, int M, f
 
 /* All parts of a (mixed) depthwise conv in one fork-join: each thread runs its rows of every part,
  * so a MixNet layer with five kernel sizes costs one barrier, not five.
- * FIXME(2 threads): rows are split between threads, and each thread's input rows were written by
- * its own expand GEMM, except the halo: on 14x14 and 7x7 layers with 7x7 and 9x9 kernels the halo
- * is up to half the rows, read from the other core's cache. Measured on mixnet_s: the depthwise
- * work of both threads together costs 1.6x the single-thread work, while the same layers on
- * cache-warm private data split perfectly. Splitting such small layers (and their expand GEMM)
- * by channels instead would keep the data on one core until the projection. */
+ * FIXME(2 threads): mixnet_s's 14x14 and 7x7 stages scale worst (expand + depthwise at 2 threads:
+ * 0.71x, 0.91x and 0.67x the 1-thread time for stages 3, 4, 5; 2026-11-27). Not the halo rows read
+ * from the other core's cache, as once thought: splitting those layers by channels instead (each
+ * thread expands whole column panels and convolves exactly those channels, one fork-join, nothing
+ * crossing cores until the projection) measured the same per stage, and so did splitting the
+ * depthwise alone by channels, or sharing rows out dynamically. Still unexplained. */
 typedef struct {
     lsq_session *s;
     lsq_dw_args a[LSQ_MAX_PARTS];
