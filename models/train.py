@@ -130,6 +130,22 @@ def init_weights(model):
             nn.init.zeros_(m.bias)
 
 
+def quantized_source(path, arch):
+    """The trained model of a quantized trainer checkpoint (DIR/w4a4.pt), for progressive
+    initialisation (quant.calibrate_from); None for an FP32 checkpoint or an exported file."""
+    if path.endswith(".safetensors"):
+        return None
+    ck = torch.load(path, map_location="cpu")
+    if ck.get("config", "fp32") == "fp32":
+        return None
+    if ck["arch"] != arch:
+        raise ValueError(f"{path}: a {ck['arch']} checkpoint, not {arch}")
+    src = quant.create(arch, ck["config"], num_classes=10).to(memory_format=torch.channels_last)
+    src.load_state_dict(ck["model"])
+    print(f"{path}: progressive initialisation from its '{ck['config']}' model", flush=True)
+    return src
+
+
 def read_float_weights(path):
     """A state_dict from a trainer checkpoint (.pt) or an exported .safetensors."""
     if path.endswith(".safetensors"):
@@ -229,7 +245,8 @@ def main(argv=None):
     ap.add_argument("--config", default=None,
                     help="qat: wXaY or wXaY-lsq (X, Y in 2..8) with optional suffixes, e.g. w2a2+pt+dw8 "
                          "(README 'Configurations'); files are named by the canonical form")
-    ap.add_argument("--init", default=None, help="qat: FP32 weights (DIR/fp32.pt or .safetensors)")
+    ap.add_argument("--init", default=None, help="qat: FP32 weights (DIR/fp32.pt or .safetensors), or a trained "
+                    "quantized checkpoint (DIR/w4a4.pt: progressive initialisation)")
     ap.add_argument("--act-init", choices=["mse", "minmax", "lsq"], default=None,
                     help="activation init (default: mse for LSQ+, lsq for -lsq)")
     ap.add_argument("--calib-size", type=int, default=512, help="qat: training images used for calibration")
@@ -301,10 +318,14 @@ def main(argv=None):
     elif a.probe:  # timing only: the quantizers' values do not change the work
         pass
     else:  # LSQ+ initialisation on the CPU, so a GPU run starts from exactly the CPU's quantizers
-        quant.load_float_weights(model, read_float_weights(a.init))
         n = min(a.calib_size, len(tx))
         calib = [to_input(tx[i:i + 128]) for i in range(0, n, 128)]
-        quant.calibrate(model, calib, act_init=a.act_init)
+        src = quantized_source(a.init, a.arch)
+        if src is not None:  # progressive: from a trained quantized checkpoint
+            quant.calibrate_from(model, src, calib, act_init=a.act_init)
+        else:
+            quant.load_float_weights(model, read_float_weights(a.init))
+            quant.calibrate(model, calib, act_init=a.act_init)
         print(f"calibrated {len(quant.quantizers(model))} quantizers on {n} images", flush=True)
     model = model.to(device)  # before the optimizer, whose state then lives on the device too
     opt = torch.optim.AdamW(param_groups(model, a.wd), lr=lr)
@@ -366,6 +387,8 @@ def main(argv=None):
                "train_acc": tot_correct / seen, "test_loss": test_loss, "test_acc": test_acc,
                "lr": sched.get_last_lr()[0], "train_s": round(train_time, 2), "epoch_s": round(epoch_times[-1], 2),
                "threads": torch.get_num_threads(), "device": device.type, "smoke": a.smoke}
+        if a.init:
+            rec["init"] = os.path.basename(a.init)
         log(log_path, rec)
         print(json.dumps(rec), flush=True)
         save_atomic({"arch": a.arch, "config": config, "size": a.size, "epochs": a.epochs, "epoch": epoch,

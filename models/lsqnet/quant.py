@@ -627,6 +627,45 @@ def calibrate(model, batches, act_init=None, weight_init=None, max_samples=1 << 
         q.init_from(torch.cat([t.reshape(-1) for t in seen[name]]), method, max_samples)
 
 
+@torch.no_grad()
+def calibrate_from(model, source, batches, act_init=None, max_samples=1 << 16):
+    """Progressive initialisation of a quantized model from a trained quantized `source` of the same
+    architecture (e.g. W2A2 from W4A4): float weights and BatchNorm statistics are the source's;
+    each weight scale keeps the source's clipping range (s = s_src * p_src / p); each activation
+    (s, beta) comes from act_init's search (default cfg.act_init) over the values that quantizer's
+    counterpart sees while the source runs quantized, as it was trained. (Calibrating on the source's
+    float forward instead, as calibrate() would, collapses: the trained weights and statistics rely
+    on the activation clipping, and the float activations overflow.)"""
+    cfg = getattr(model, "quant_config", None)
+    act_init = act_init or (cfg.act_init if cfg else "mse")
+    model.load_state_dict({k: v for k, v in source.state_dict().items()
+                           if ".input_quant." not in k and ".weight_quant." not in k}, strict=False)
+    src = dict(source.named_modules())
+    seen, hooks = {}, []
+    for name, m in src.items():
+        if isinstance(m, ActQuantizer):
+            seen[name] = []
+            hooks.append(m.register_forward_pre_hook(
+                lambda mod, inp, name=name: seen[name].append(_observe(inp[0], max_samples))))
+    was_training = source.training
+    source.eval()
+    try:
+        for x in batches:
+            source(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        source.train(was_training)
+    for name, m in model.named_modules():
+        if isinstance(m, WeightQuantizer):
+            m.scale.copy_(src[name].scale * src[name].p / m.p)
+        elif isinstance(m, ActQuantizer):
+            method = act_init
+            if m.signed and method == "lsq":
+                method = "mse"
+            m.init_from(torch.cat([t.reshape(-1) for t in seen[name]]), method, max_samples)
+
+
 # =============================================================================================
 # Packing integer codes
 # =============================================================================================

@@ -259,6 +259,24 @@ for arch in ("mixnet_s", "efficientnet_b0"):
                   and "blocks.2.0.conv_dw.0.weight_quant.scale" in sd
                   and "blocks.2.0.conv_dw.2.weight_quant.scale" in sd
                   and not any(k.startswith("blocks.2.0.conv_dw.0.input_quant") for k in sd), "mixed conv quantizers")
+    # progressive initialisation (train.py --init DIR/w4a4.pt): W2A2 from this calibrated W4A4. Float
+    # weights and BN copied, weight scales keep the source's range, and each activation quantizer is
+    # fitted to what the source feeds it while running quantized (not to a float forward)
+    q2 = quant.create(arch, "w2a2", 10).to(memory_format=torch.channels_last)
+    fed = []
+    hook = qm.conv_head.input_quant.register_forward_pre_hook(lambda mod, inp: fed.append(inp[0].detach().clone()))
+    quant.calibrate_from(q2, qm, [x])
+    hook.remove()
+    sd2, src = q2.state_dict(), dict(qm.named_modules())
+    copied = all(torch.equal(sd2[k], v) for k, v in qm.state_dict().items() if "_quant." not in k)
+    ranges = all(torch.allclose(m.scale, src[n].scale * src[n].p / m.p) for n, m in q2.named_modules()
+                 if isinstance(m, quant.WeightQuantizer))
+    hq = q2.conv_head.input_quant
+    s_want, b_want = quant.init_act_params(quant._observe(fed[0], 1 << 16), hq.n, hq.p, hq.learn_offset, "mse")
+    fitted = math.isclose(hq.scale.item(), s_want, rel_tol=1e-6) and math.isclose(hq.offset.item(), b_want, abs_tol=1e-6)
+    tap.check(f"{arch}_progressive_init", copied and ranges and fitted and len(fed) == 1,
+              f"copied {copied}, weight ranges {ranges}, head input ({hq.scale.item()}, {hq.offset.item()}) "
+              f"vs ({s_want}, {b_want})")
     bits = (qm.conv_stem.weight_quant.bits, qm.conv_stem.input_quant.bits, qm.conv_stem.input_quant.signed,
             qm.classifier.weight_quant.bits, qm.classifier.input_quant.bits, qm.conv_head.weight_quant.bits,
             qm.conv_head.input_quant.bits, qm.conv_head.input_quant.signed)
@@ -391,6 +409,15 @@ try:
               f"rc {r3.returncode}: {r3.stderr[-400:]}")
 except Exception as exc:  # noqa: BLE001
     tap.fail("train_smoke_qat", f"{exc!r}; rc {r3.returncode}: {r3.stderr[-400:]}")
+
+r4 = subprocess.run([sys.executable, train, "qat", "--arch", "mixnet_s", "--config", "w3a3", "--init",
+                     os.path.join(out, "w2a2.pt"), "--epochs", "1", "--out", out, "--smoke", "--threads", "1"],
+                    capture_output=True, text=True, env=env, timeout=120)
+logs = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))] if os.path.exists(
+    os.path.join(out, "log.jsonl")) else []
+tap.check("train_smoke_progressive", r4.returncode == 0 and "progressive initialisation from its 'w2a2'" in r4.stdout
+          and [r.get("init") for r in logs if r.get("config") == "w3a3"] == ["w2a2.pt"]
+          and os.path.exists(os.path.join(out, "mixnet_s_w3a3.safetensors")), f"rc {r4.returncode}: {r4.stderr[-400:]}")
 
 # 5. the C engine evaluates what the trainer trained, on the same 256 test images, and agrees with
 #    the trainer's own evaluation (float near-ties aside: at most one image)
