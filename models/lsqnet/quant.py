@@ -580,6 +580,31 @@ def load_float_weights(model, state_dict):
         raise ValueError(f"missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}")
 
 
+def _observe_inputs(model, acts, batches, max_samples):
+    """{name: [_observe() of each batch]} of what each ActQuantizer in acts ({name: quantizer}) receives
+    in an eval-mode forward pass of model over batches; the model's mode is restored."""
+    seen = {name: [] for name in acts}
+    hooks = [q.register_forward_pre_hook(lambda mod, inp, name=name: seen[name].append(_observe(inp[0], max_samples)))
+             for name, q in acts.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return seen
+
+
+def _init_act(q, observed, act_init, max_samples):
+    """(s, beta) of activation quantizer q by act_init over its observed batches; the network input
+    quantizer (signed) uses MSE where LSQ's rule is asked for: it is the same in LSQ and LSQ+."""
+    method = "mse" if q.signed and act_init == "lsq" else act_init
+    q.init_from(torch.cat([t.reshape(-1) for t in observed]), method, max_samples)
+
+
 @torch.no_grad()
 def calibrate(model, batches, act_init=None, weight_init=None, max_samples=1 << 16):
     """LSQ+ initialisation of every quantizer of a quantized model loaded with float weights.
@@ -594,37 +619,21 @@ def calibrate(model, batches, act_init=None, weight_init=None, max_samples=1 << 
     cfg = getattr(model, "quant_config", None)
     act_init = act_init or (cfg.act_init if cfg else "mse")
     weight_init = weight_init or (cfg.weight_init if cfg else "3sigma")
-    owners = {}
+    acts = {}
     for name, m in model.named_modules():
         if isinstance(getattr(m, "weight_quant", None), WeightQuantizer):
             m.weight_quant.init_from(m.weight, weight_init)
         if isinstance(getattr(m, "input_quant", None), ActQuantizer):
-            owners[name] = m
-    seen = {name: [] for name in owners}
-    hooks = []
-    acts = [m.input_quant for m in owners.values()]
-    for a in acts:
-        a.enabled = False
-    for name, m in owners.items():
-        hooks.append(m.input_quant.register_forward_pre_hook(
-            lambda mod, inp, name=name: seen[name].append(_observe(inp[0], max_samples))))
-    was_training = model.training
-    model.eval()
+            acts[name] = m.input_quant
+    for q in acts.values():
+        q.enabled = False
     try:
-        for x in batches:
-            model(x)
+        seen = _observe_inputs(model, acts, batches, max_samples)
     finally:
-        for h in hooks:
-            h.remove()
-        for a in acts:
-            a.enabled = True
-        model.train(was_training)
-    for name, m in owners.items():
-        q = m.input_quant
-        method = act_init
-        if q.signed and method == "lsq":
-            method = "mse"  # the input quantizer is the same in LSQ and LSQ+
-        q.init_from(torch.cat([t.reshape(-1) for t in seen[name]]), method, max_samples)
+        for q in acts.values():
+            q.enabled = True
+    for name, q in acts.items():
+        _init_act(q, seen[name], act_init, max_samples)
 
 
 @torch.no_grad()
@@ -641,29 +650,12 @@ def calibrate_from(model, source, batches, act_init=None, max_samples=1 << 16):
     model.load_state_dict({k: v for k, v in source.state_dict().items()
                            if ".input_quant." not in k and ".weight_quant." not in k}, strict=False)
     src = dict(source.named_modules())
-    seen, hooks = {}, []
-    for name, m in src.items():
-        if isinstance(m, ActQuantizer):
-            seen[name] = []
-            hooks.append(m.register_forward_pre_hook(
-                lambda mod, inp, name=name: seen[name].append(_observe(inp[0], max_samples))))
-    was_training = source.training
-    source.eval()
-    try:
-        for x in batches:
-            source(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        source.train(was_training)
+    seen = _observe_inputs(source, {n: m for n, m in src.items() if isinstance(m, ActQuantizer)}, batches, max_samples)
     for name, m in model.named_modules():
         if isinstance(m, WeightQuantizer):
             m.scale.copy_(src[name].scale * src[name].p / m.p)
         elif isinstance(m, ActQuantizer):
-            method = act_init
-            if m.signed and method == "lsq":
-                method = "mse"
-            m.init_from(torch.cat([t.reshape(-1) for t in seen[name]]), method, max_samples)
+            _init_act(m, seen[name], act_init, max_samples)
 
 
 # =============================================================================================
