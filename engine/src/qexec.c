@@ -209,10 +209,7 @@ static void stem_im2col(const lsq_qexec *q, int oy0, int oy1)
             const int ix0 = ox * S - q->stem_pl;
             if (iy0 >= 0 && iy0 + k <= H && ix0 >= 0 && ix0 + k <= W) { /* a kernel row is k * 3 bytes */
                 const uint8_t *src = in + ((size_t)iy0 * W + ix0) * 3;
-                if (k == 3)
-                    for (int ky = 0; ky < 3; ky++) memcpy(row + ky * 9, src + (size_t)ky * W * 3, 9);
-                else
-                    for (int ky = 0; ky < k; ky++) memcpy(row + ky * k * 3, src + (size_t)ky * W * 3, (size_t)k * 3);
+                for (int ky = 0; ky < k; ky++) memcpy(row + ky * k * 3, src + (size_t)ky * W * 3, (size_t)k * 3);
                 row += q->stem_K;
             } else {
                 for (int ky = 0; ky < k; ky++) {
@@ -313,8 +310,7 @@ static void run_stem(lsq_qexec *q, const float *input)
     const lsq_conv *next = first_conv(m, 0);
     stem_input(q, input);
     trace_codes(q, &m->stem, q->inhwc, (size_t)q->H * q->W * 3); /* the reference traces NHWC */
-    if (q->nthreads == 1) stem_im2col(q, 0, q->SH);
-    else lsq_pool_run(q->pool, im2col_task, q);
+    lsq_pool_run(q->pool, im2col_task, q); /* one thread: a direct call */
     float *C = q->stem_float ? q->xf[0] : NULL;
     lsq_q8_gemm_args g = {
         .M = q->SH * q->SW, .N = m->def.stem.cout, .K = q->stem_K, .A = q->col, .lda = q->stem_lda,

@@ -164,28 +164,9 @@ static inline __attribute__((always_inline)) void dw_row(const lsq_dw_args *a, i
     if (chsum) lsq_store8_ps(chsum + c, nrem, _mm256_add_ps(lsq_load8_ps(chsum + c, nrem), sum));
 }
 
-/* Rows outer, channel blocks inner, as in f32__avx512.c. */
-#define DW_CASE(K)                                                                                \
-    case K:                                                                                       \
-        for (int oy = oy0; oy < oy1; oy++) {                                                      \
-            if (a->stride == 1)                                                                   \
-                for (int c = 0; c < a->nc; c += 8) dw_row(a, c, oy, chsum, K, 1);                 \
-            else                                                                                  \
-                for (int c = 0; c < a->nc; c += 8) dw_row(a, c, oy, chsum, K, 2);                 \
-        }                                                                                         \
-        return;
-
 static void f32_dwconv__avx2(const lsq_dw_args *a, int oy0, int oy1, float *chsum)
 {
-    switch (a->stride <= 2 ? a->k : 0) {
-        DW_CASE(3)
-        DW_CASE(5)
-        DW_CASE(7)
-        DW_CASE(9)
-        DW_CASE(11)
-    default:
-        lsq_kernels_scalar.f32_dwconv(a, oy0, oy1, chsum);
-    }
+    LSQ_DW_DRIVER(8, dw_row, lsq_kernels_scalar.f32_dwconv)
 }
 
 const lsq_kernels lsq_kernels_avx2 = {

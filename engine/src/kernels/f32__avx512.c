@@ -90,19 +90,9 @@ static inline __attribute__((always_inline)) void dw_group_masked(const float *b
                                                                   int ix0, int W, __m512 *acc, int ky0, int ky1,
                                                                   const int K, const int S, const int border)
 {
-    /* Border groups: a masked-off load must still point inside the tensor. On AMD Zen a masked
-     * load whose masked-off lanes would fault (before the buffer, past its end) takes a microcode
-     * assist costing hundreds of cycles: measured 3.5x slower top rows in a 14x14 k9 layer. So
-     * columns outside [0, W) read column 0 or W - 1 (masked off). */
     __mmask16 km[(DW_NB - 1) * 2 + 11];
     ptrdiff_t off[(DW_NB - 1) * 2 + 11];
-#pragma GCC unroll 32
-    for (int i = 0; i < (DW_NB - 1) * S + K; i++) {
-        int col = ix0 + i, inside = (unsigned)col < (unsigned)W;
-        km[i] = !border || inside ? mask : 0;
-        off[i] = border ? (ptrdiff_t)((col < 0 ? 0 : col >= W ? W - 1 : col) - ix0) * (ptrdiff_t)C
-                        : (ptrdiff_t)i * (ptrdiff_t)C;
-    }
+    lsq_dw_columns512((DW_NB - 1) * S + K, ix0, W, C, mask, border, km, off);
     for (int ky = ky0; ky < ky1; ky++) {
         const float *row = base + (ptrdiff_t)ky * (ptrdiff_t)rowstride;
         const float *wr = wc + (size_t)ky * K * nc;
@@ -158,29 +148,9 @@ static inline __attribute__((always_inline)) void dw_row(const lsq_dw_args *a, i
     if (chsum) _mm512_mask_storeu_ps(chsum + c, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, chsum + c), sum));
 }
 
-/* Rows outer, channel blocks inner: the K input rows a row of outputs needs stay in L1/L2 while
- * every channel block passes over them, and the tensor streams through the cache once. */
-#define DW_CASE(K)                                                                                \
-    case K:                                                                                       \
-        for (int oy = oy0; oy < oy1; oy++) {                                                      \
-            if (a->stride == 1)                                                                   \
-                for (int c = 0; c < a->nc; c += 16) dw_row(a, c, oy, chsum, K, 1);                \
-            else                                                                                  \
-                for (int c = 0; c < a->nc; c += 16) dw_row(a, c, oy, chsum, K, 2);                \
-        }                                                                                         \
-        return;
-
 static void f32_dwconv__avx512(const lsq_dw_args *a, int oy0, int oy1, float *chsum)
 {
-    switch (a->stride <= 2 ? a->k : 0) {
-        DW_CASE(3)
-        DW_CASE(5)
-        DW_CASE(7)
-        DW_CASE(9)
-        DW_CASE(11)
-    default:
-        lsq_kernels_scalar.f32_dwconv(a, oy0, oy1, chsum);
-    }
+    LSQ_DW_DRIVER(16, dw_row, lsq_kernels_scalar.f32_dwconv)
 }
 
 const lsq_kernels lsq_kernels_avx512 = {

@@ -62,6 +62,31 @@ typedef struct {
     lsq_act act;
 } lsq_dw_args;
 
+/* The body of every SIMD depthwise kernel (float and integer): rows outer, blocks of STEP channels
+ * inner, so the K input rows an output row needs stay in L1/L2 while every channel block passes over
+ * them and the tensor streams through the cache once. ROW(a, c, oy, chsum, K, S) gets the kernel
+ * size (3..11) and the stride (1, 2) as compile-time constants; other shapes go to
+ * FALLBACK(a, oy0, oy1, chsum). Expects a, oy0, oy1 and chsum in scope. */
+#define LSQ_DW_CASE_(K, STEP, ROW)                                                                \
+    case K:                                                                                       \
+        for (int oy = oy0; oy < oy1; oy++) {                                                      \
+            if (a->stride == 1)                                                                   \
+                for (int c = 0; c < a->nc; c += (STEP)) ROW(a, c, oy, chsum, K, 1);               \
+            else                                                                                  \
+                for (int c = 0; c < a->nc; c += (STEP)) ROW(a, c, oy, chsum, K, 2);               \
+        }                                                                                         \
+        return;
+#define LSQ_DW_DRIVER(STEP, ROW, FALLBACK)                                                        \
+    switch (a->stride <= 2 ? a->k : 0) {                                                          \
+        LSQ_DW_CASE_(3, STEP, ROW)                                                                \
+        LSQ_DW_CASE_(5, STEP, ROW)                                                                \
+        LSQ_DW_CASE_(7, STEP, ROW)                                                                \
+        LSQ_DW_CASE_(9, STEP, ROW)                                                                \
+        LSQ_DW_CASE_(11, STEP, ROW)                                                               \
+    default:                                                                                      \
+        FALLBACK(a, oy0, oy1, chsum);                                                             \
+    }
+
 typedef struct {
     const char *name; /* "scalar", "avx2", "avx512" */
     void (*f32_gemm)(const lsq_gemm_args *a, int m0, int m1);

@@ -98,9 +98,8 @@ static void q8_gemm__avx512vnni(const lsq_q8_gemm_args *a, int m0, int m1)
 #define DW_NB 8
 
 /* DW_NB outputs of one row: acc[j] += sum over kernel rows [ky0, ky1) and all K columns of
- * codes * weights. `base` points at input column ix0 of the window's row 0, possibly outside. On
- * AMD Zen a masked load whose masked-off lanes would fault takes a microcode assist costing hundreds
- * of cycles, so columns outside [0, W) read column 0 or W - 1 with an all-zero mask. */
+ * codes * weights. `base` points at input column ix0 of the window's row 0, possibly outside (border
+ * columns: lsq_dw_columns512). */
 static inline __attribute__((always_inline)) void dw_group(const uint8_t *base, const int8_t *wc, size_t rowstride,
                                                            size_t C, int nc, __mmask16 mask, int ix0, int W,
                                                            __m512i *acc, int ky0, int ky1, const int K, const int S,
@@ -108,13 +107,7 @@ static inline __attribute__((always_inline)) void dw_group(const uint8_t *base, 
 {
     __mmask16 km[(DW_NB - 1) * 2 + 11];
     ptrdiff_t off[(DW_NB - 1) * 2 + 11];
-#pragma GCC unroll 32
-    for (int i = 0; i < (DW_NB - 1) * S + K; i++) {
-        int col = ix0 + i, inside = (unsigned)col < (unsigned)W;
-        km[i] = !border || inside ? mask : 0;
-        off[i] = border ? (ptrdiff_t)((col < 0 ? 0 : col >= W ? W - 1 : col) - ix0) * (ptrdiff_t)C
-                        : (ptrdiff_t)i * (ptrdiff_t)C;
-    }
+    lsq_dw_columns512((DW_NB - 1) * S + K, ix0, W, C, mask, border, km, off);
     for (int ky = ky0; ky < ky1; ky++) {
         const uint8_t *row = base + (ptrdiff_t)ky * (ptrdiff_t)rowstride;
         const int8_t *wr = wc + (size_t)ky * K * nc;
@@ -192,27 +185,9 @@ static inline __attribute__((always_inline)) void dw_row(const lsq_q8_dw_args *a
     if (chsum && !a->Q) _mm512_mask_storeu_ps(chsum + c, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, chsum + c), sum));
 }
 
-#define DW_CASE(K)                                                                                \
-    case K:                                                                                       \
-        for (int oy = oy0; oy < oy1; oy++) {                                                      \
-            if (a->stride == 1)                                                                   \
-                for (int c = 0; c < a->nc; c += 16) dw_row(a, c, oy, chsum, K, 1);                \
-            else                                                                                  \
-                for (int c = 0; c < a->nc; c += 16) dw_row(a, c, oy, chsum, K, 2);                \
-        }                                                                                         \
-        return;
-
 static void q8_dwconv__avx512vnni(const lsq_q8_dw_args *a, int oy0, int oy1, float *chsum)
 {
-    switch (a->stride <= 2 ? a->k : 0) {
-        DW_CASE(3)
-        DW_CASE(5)
-        DW_CASE(7)
-        DW_CASE(9)
-        DW_CASE(11)
-    default:
-        lsq_q8_kernels_scalar.q8_dwconv(a, oy0, oy1, chsum);
-    }
+    LSQ_DW_DRIVER(16, dw_row, lsq_q8_kernels_scalar.q8_dwconv)
 }
 
 /* ==== quantize ================================================================================= */
