@@ -52,7 +52,7 @@ struct lsq_qexec {
     uint8_t *inq, *inhwc, *col; /* network input codes (planar, then HWC), stem im2col codes */
     stem_border *border;      /* the stem's border rectangles */
     int nborder;
-    float *chsum;             /* [nthreads][cmax] */
+    float *chsum;             /* [OH][C]: depthwise channel sums per output row (the SE squeeze) */
     float *pooled, *hidden, *gate, *feat;
     uint8_t *sq;              /* codes of 1-row inputs: SE and classifier */
     int cmax;
@@ -135,7 +135,7 @@ typedef struct {
     const lsq_qexec *q;
     lsq_q8_dw_args a[LSQ_MAX_PARTS];
     int nparts;
-    float *chsum; /* per thread, cmax apart, or NULL */
+    float *chsum; /* [OH][C] row sums, or NULL */
 } dw_job;
 
 static void dw_task(void *ctx, int tid, int n)
@@ -144,7 +144,7 @@ static void dw_task(void *ctx, int tid, int n)
     int b, e;
     lsq_pool_range(j->a[0].OH, 1, tid, n, &b, &e);
     for (int p = 0; p < j->nparts && b < e; p++)
-        j->q->k->q8_dwconv(&j->a[p], b, e, j->chsum ? j->chsum + (size_t)tid * j->q->cmax + j->a[p].c0 : NULL);
+        j->q->k->q8_dwconv(&j->a[p], b, e, j->chsum ? j->chsum + j->a[p].c0 : NULL);
 }
 
 typedef struct {
@@ -327,7 +327,7 @@ static void run_depthwise(lsq_qexec *q, const lsq_conv *c, const qblock *b, cons
                           uint8_t *Q, const lsq_conv *next, int squeeze)
 {
     const lsq_conv_def *d = c->def;
-    if (squeeze) memset(q->chsum, 0, (size_t)q->nthreads * q->cmax * sizeof(float));
+    if (squeeze) memset(q->chsum, 0, (size_t)b->OH * d->cout * sizeof(float));
     dw_job j = {.q = q, .nparts = d->nparts, .chsum = squeeze ? q->chsum : NULL};
     for (int p = 0; p < d->nparts; p++) {
         const lsq_conv_part *pt = &d->part[p];
@@ -343,11 +343,10 @@ static void run_depthwise(lsq_qexec *q, const lsq_conv *c, const qblock *b, cons
     if (squeeze) {
         int C = d->cout;
         float M = (float)(b->OH * b->OW);
-        for (int ch = 0; ch < C; ch++) {
-            float s = 0.f;
-            for (int t = 0; t < q->nthreads; t++) s += q->chsum[(size_t)t * q->cmax + ch];
-            q->pooled[ch] = s / M;
-        }
+        for (int ch = 0; ch < C; ch++) q->pooled[ch] = 0.f;
+        for (int oy = 0; oy < b->OH; oy++) /* in row order: the same for any thread count */
+            for (int ch = 0; ch < C; ch++) q->pooled[ch] += q->chsum[(size_t)oy * C + ch];
+        for (int ch = 0; ch < C; ch++) q->pooled[ch] /= M;
     }
 }
 
@@ -442,6 +441,7 @@ lsq_status lsq_qexec_create(const lsq_model *m, int H, int W, int nthreads, lsq_
     q->stem_float = d->nblocks > 0 && d->blocks[0].skip;
     size_t maxact = (size_t)q->SH * q->SW * d->stem.cout;
     int h = q->SH, w = q->SW, cmax = d->num_features;
+    size_t sums = 1;
     for (int i = 0; i < d->nblocks; i++) {
         const lsq_block_def *b = &d->blocks[i];
         qblock *qb = &q->qb[i];
@@ -457,6 +457,7 @@ lsq_status lsq_qexec_create(const lsq_model *m, int H, int W, int nthreads, lsq_
         w = qb->OW;
         maxact = LSQ_MAX(maxact, (size_t)h * w * LSQ_MAX(b->dw.cout, b->project.cout));
         cmax = LSQ_MAX(cmax, b->dw.cin);
+        sums = LSQ_MAX(sums, (size_t)h * b->dw.cout);
     }
     q->FH = h;
     q->FW = w;
@@ -472,7 +473,7 @@ lsq_status lsq_qexec_create(const lsq_model *m, int H, int W, int nthreads, lsq_
     q->inq = lsq_alloc((size_t)H * W * 3 + 64);
     q->inhwc = lsq_alloc((size_t)H * W * 3 + 64);
     q->col = lsq_alloc((size_t)q->SH * q->SW * q->stem_lda + LSQ_Q8_AREAD_PAD + 64);
-    q->chsum = lsq_alloc((size_t)q->nthreads * cmax * sizeof(float));
+    q->chsum = lsq_alloc(sums * sizeof(float));
     q->pooled = lsq_alloc((size_t)cmax * sizeof(float));
     q->hidden = lsq_alloc((size_t)cmax * sizeof(float));
     q->gate = lsq_alloc((size_t)cmax * sizeof(float));

@@ -44,7 +44,7 @@ struct lsq_session {
     int FH, FW;             /* head input size */
     float *buf[3];          /* activations, NHWC */
     float *col;             /* stem im2col [SH*SW][K] */
-    float *chsum;           /* [nthreads][cmax] depthwise channel sums */
+    float *chsum;           /* [OH][C] depthwise channel sums per output row (the SE squeeze) */
     float *pooled, *hidden, *gate, *feat;
     float *bscaled;         /* projection weights scaled by the SE gate */
     float *band;            /* [nthreads][band_floats] expanded rows of a fused block */
@@ -55,7 +55,7 @@ struct lsq_session {
 
 /* ==== parallel helpers ========================================================================= */
 
-static void pooled_from_chsum(const lsq_session *s, int C, int npix, float *pooled);
+static void pooled_from_chsum(const lsq_session *s, int C, int OH, int OW, float *pooled);
 
 typedef struct {
     const lsq_session *s;
@@ -204,7 +204,7 @@ static void dw_task(void *ctx, int tid, int n)
     lsq_pool_range(j->a[0].OH, 1, tid, n, &b, &e);
     if (b >= e) return;
     for (int p = 0; p < j->nparts; p++) {
-        float *sum = j->with_sum ? j->s->chsum + (size_t)tid * j->s->cmax + j->a[p].c0 : NULL;
+        float *sum = j->with_sum ? j->s->chsum + j->a[p].c0 : NULL;
         j->s->k->f32_dwconv(&j->a[p], b, e, sum);
     }
 }
@@ -214,7 +214,7 @@ static void run_depthwise(lsq_session *s, const lsq_conv *c, const float *in, in
                           float *out, float *pooled)
 {
     const lsq_conv_def *d = c->def;
-    if (pooled) memset(s->chsum, 0, (size_t)s->nthreads * s->cmax * sizeof(float));
+    if (pooled) memset(s->chsum, 0, (size_t)bp->OH * d->cout * sizeof(float));
     dw_job j = {.s = s, .nparts = d->nparts, .with_sum = pooled != NULL};
     for (int p = 0; p < d->nparts; p++) {
         const lsq_conv_part *pt = &d->part[p];
@@ -224,7 +224,7 @@ static void run_depthwise(lsq_session *s, const lsq_conv *c, const float *in, in
                                .OW = bp->OW, .act = d->act};
     }
     lsq_pool_run(s->pool, dw_task, &j);
-    if (pooled) pooled_from_chsum(s, d->cout, bp->OH * bp->OW, pooled);
+    if (pooled) pooled_from_chsum(s, d->cout, bp->OH, bp->OW, pooled);
 }
 
 /* ==== fused expand + depthwise ==================================================================
@@ -275,7 +275,6 @@ static void fused_task(void *ctx, int tid, int n)
     int b, e;
     lsq_pool_range(bp->OH, 1, tid, n, &b, &e);
     float *buf = s->band + (size_t)tid * s->band_floats;
-    float *sum = j->with_sum ? s->chsum + (size_t)tid * s->cmax : NULL;
     const size_t rowf = (size_t)bp->W * ex->cout;
     int have_lo = 0, have_hi = 0; /* input rows now in buf */
     for (int o0 = b; o0 < e; o0 += bp->band) {
@@ -305,28 +304,28 @@ static void fused_task(void *ctx, int tid, int n)
                              .nc = pt->cin, .k = pt->k, .stride = dw->stride, .pad_t = bp->pad_t[p],
                              .pad_l = bp->pad_l[p], .w = j->b->dw.w[p], .bias = j->b->dw.bias + pt->out_off,
                              .out = j->out, .OH = bp->OH, .OW = bp->OW, .act = dw->act};
-            s->k->f32_dwconv(&a, o0, o1, sum ? sum + pt->in_off : NULL);
+            s->k->f32_dwconv(&a, o0, o1, j->with_sum ? s->chsum + pt->in_off : NULL);
         }
     }
 }
 
-static void pooled_from_chsum(const lsq_session *s, int C, int npix, float *pooled)
+/* The channel means from the per-row sums, added in row order: the same for any thread count. */
+static void pooled_from_chsum(const lsq_session *s, int C, int OH, int OW, float *pooled)
 {
-    float inv = 1.f / (float)npix;
-    for (int ch = 0; ch < C; ch++) {
-        float acc = 0.f;
-        for (int t = 0; t < s->nthreads; t++) acc += s->chsum[(size_t)t * s->cmax + ch];
-        pooled[ch] = acc * inv;
-    }
+    float inv = 1.f / (float)(OH * OW);
+    for (int ch = 0; ch < C; ch++) pooled[ch] = 0.f;
+    for (int oy = 0; oy < OH; oy++)
+        for (int ch = 0; ch < C; ch++) pooled[ch] += s->chsum[(size_t)oy * C + ch];
+    for (int ch = 0; ch < C; ch++) pooled[ch] *= inv;
 }
 
 static void run_expand_depthwise(lsq_session *s, const lsq_block *b, const block_plan *bp, const float *in,
                                  float *out, float *pooled)
 {
-    if (pooled) memset(s->chsum, 0, (size_t)s->nthreads * s->cmax * sizeof(float));
+    if (pooled) memset(s->chsum, 0, (size_t)bp->OH * b->dw.def->cout * sizeof(float));
     fused_job j = {s, b, bp, in, out, pooled != NULL};
     lsq_pool_run(s->pool, fused_task, &j);
-    if (pooled) pooled_from_chsum(s, b->dw.def->cout, bp->OH * bp->OW, pooled);
+    if (pooled) pooled_from_chsum(s, b->dw.def->cout, bp->OH, bp->OW, pooled);
 }
 
 /* Squeeze-excite gate from the pooled vector: gate = sigmoid(We act(Wr p + br) + be), as two
@@ -381,7 +380,7 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
     arch_conv_geometry(d->tf_same, s->W, k, d->stem.stride, &s->SW, &s->stem_pl);
     size_t maxact = (size_t)s->SH * s->SW * d->stem.cout;
     int cmax = d->num_features, H = s->SH, W = s->SW;
-    size_t bscaled = 0, band = 0;
+    size_t bscaled = 0, band = 0, sums = 0;
     for (int i = 0; i < d->nblocks; i++) {
         const lsq_block_def *b = &d->blocks[i];
         block_plan *bp = &s->bp[i];
@@ -406,6 +405,7 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
         }
         maxact = LSQ_MAX(maxact, (size_t)bp->OH * bp->OW * b->project.cout);
         cmax = LSQ_MAX(cmax, b->dw.cin);
+        sums = LSQ_MAX(sums, (size_t)bp->OH * b->dw.cout);
         bscaled = LSQ_MAX(bscaled, packed_total(&b->project));
         H = bp->OH;
         W = bp->OW;
@@ -417,7 +417,7 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
     for (int i = 0; i < 3; i++)
         if (!(s->buf[i] = lsq_alloc(maxact * sizeof(float)))) goto nomem;
     s->col = lsq_alloc((size_t)s->SH * s->SW * 3 * k * k * sizeof(float));
-    s->chsum = lsq_alloc((size_t)s->nthreads * cmax * sizeof(float));
+    s->chsum = lsq_alloc(LSQ_MAX(sums, 1) * sizeof(float));
     s->pooled = lsq_alloc((size_t)cmax * sizeof(float));
     s->hidden = lsq_alloc((size_t)cmax * sizeof(float));
     s->gate = lsq_alloc((size_t)cmax * sizeof(float));

@@ -1,4 +1,12 @@
-/* threadpool.c - fork-join thread pool: a generation counter the workers spin on, then futex. */
+/* threadpool.c - fork-join thread pool: a generation counter the workers spin on, then futex.
+ *
+ * Work is split by measured speed, not evenly: on the 2-vCPU VMs this runs on, one vCPU is often
+ * 1.3-1.5x slower than the other (which one changes from minute to minute), and an even split then
+ * waits for the slow one on every layer. Each thread times its part of every job; after a job
+ * long enough to time (>= 20 us), thread 0 moves the shares a step towards each thread's measured
+ * rate (parts done per second), so a steady asymmetry is tracked within a few layers. The shares
+ * change only between jobs, so all threads of a job see the same split. LSQ_POOL_EVEN=1 keeps the
+ * even split (for comparisons). */
 #include "threadpool.h"
 
 #include <immintrin.h>
@@ -7,10 +15,21 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SPIN_ITERS 20000
+#define MIN_TIMED_S 20e-6 /* shorter jobs do not move the shares: too few rows, too noisy */
+#define SHARE_STEP 0.15f  /* how far one job moves the shares towards its measured rates */
+
+/* One cache line per thread: the two vCPUs here pass a shared line back and forth slowly (an
+ * unpadded array of these cost 30% of a 2-thread MixNet-S inference). */
+typedef struct {
+    _Alignas(64) double busy; /* seconds in the last job */
+    float got;                /* the fraction of it lsq_pool_range gave this thread */
+} lsq_slot;
 
 struct lsq_pool {
     int n;
@@ -21,7 +40,42 @@ struct lsq_pool {
     _Atomic int pending;         /* workers still running the current job */
     _Atomic int sleepers;        /* workers in (or about to enter) futex_wait */
     _Atomic int stop;
+    int adaptive;
+    float *share;   /* [n] fractions of each job, summing to 1; written by thread 0 between jobs */
+    lsq_slot *slot; /* [n] what each thread measured in the last job */
 };
+
+/* The pool whose job this thread is running (lsq_pool_range reads its shares), else NULL. */
+static _Thread_local lsq_pool *cur_pool;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* After a job: move the shares towards the rates measured in it. */
+static void rebalance(lsq_pool *p)
+{
+    double tmax = 0, total = 0;
+    for (int i = 0; i < p->n; i++) {
+        const lsq_slot *t = &p->slot[i];
+        if (t->got <= 0.f || t->busy <= 0) return; /* someone had nothing to do: no reading */
+        tmax = t->busy > tmax ? t->busy : tmax;
+        total += t->got / t->busy;
+    }
+    if (tmax < MIN_TIMED_S) return;
+    float sum = 0.f;
+    for (int i = 0; i < p->n; i++) {
+        float rate = (float)(p->slot[i].got / p->slot[i].busy / total);
+        float s = (1.f - SHARE_STEP) * p->share[i] + SHARE_STEP * rate;
+        float floor_ = 0.5f / (float)p->n; /* never starve a thread: it must keep being measured */
+        p->share[i] = s < floor_ ? floor_ : s;
+        sum += p->share[i];
+    }
+    for (int i = 0; i < p->n; i++) p->share[i] /= sum;
+}
 
 static void futex_wait(_Atomic uint32_t *addr, uint32_t val)
 {
@@ -61,7 +115,11 @@ static void *worker(void *arg)
         }
         seen = g;
         if (atomic_load(&p->stop)) return NULL;
+        double t0 = now_s();
+        cur_pool = p;
         p->fn(p->ctx, wa.tid, p->n);
+        cur_pool = NULL;
+        p->slot[wa.tid].busy = now_s() - t0;
         atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
     }
 }
@@ -72,8 +130,14 @@ lsq_pool *lsq_pool_create(int nthreads)
     if (!p) return NULL;
     p->n = nthreads < 1 ? 1 : nthreads;
     if (p->n == 1) return p;
+    const char *even = getenv("LSQ_POOL_EVEN");
+    p->adaptive = !(even && *even && *even != '0');
     p->threads = calloc((size_t)p->n, sizeof *p->threads);
-    if (!p->threads) goto fail;
+    p->share = calloc((size_t)p->n, sizeof *p->share);
+    p->slot = aligned_alloc(64, (size_t)p->n * sizeof *p->slot);
+    if (!p->threads || !p->share || !p->slot) goto fail;
+    memset(p->slot, 0, (size_t)p->n * sizeof *p->slot);
+    for (int i = 0; i < p->n; i++) p->share[i] = 1.f / (float)p->n;
     for (int i = 1; i < p->n; i++) {
         worker_arg *wa = malloc(sizeof *wa);
         if (!wa) goto fail_threads;
@@ -91,6 +155,7 @@ lsq_pool *lsq_pool_create(int nthreads)
     }
     return p;
 fail:
+    free(p->threads), free(p->share), free(p->slot);
     free(p);
     return NULL;
 }
@@ -108,8 +173,14 @@ void lsq_pool_run(lsq_pool *p, lsq_pool_fn fn, void *ctx)
     /* a futex wake is a system call (~1-2 us) and a pool runs ~70 jobs per inference; while the
      * workers are still spinning from the last job, skip it */
     if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->generation);
+    double t0 = now_s();
+    cur_pool = p;
     fn(ctx, 0, p->n);
+    cur_pool = NULL;
+    p->slot[0].busy = now_s() - t0;
     while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) _mm_pause();
+    if (p->adaptive) rebalance(p);
+    for (int i = 0; i < p->n; i++) p->slot[i].got = 0.f;
 }
 
 int lsq_pool_size(const lsq_pool *p) { return p ? p->n : 1; }
@@ -123,17 +194,28 @@ void lsq_pool_free(lsq_pool *p)
         futex_wake_all(&p->generation);
         for (int i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
     }
-    free(p->threads);
+    free(p->threads), free(p->share), free(p->slot);
     free(p);
 }
 
 void lsq_pool_range(int n, int align, int tid, int nthreads, int *b, int *e)
 {
     if (align < 1) align = 1;
-    int units = (n + align - 1) / align;
-    int per = units / nthreads, rem = units % nthreads;
-    int ub = tid * per + (tid < rem ? tid : rem);
-    int ue = ub + per + (tid < rem ? 1 : 0);
+    int units = (n + align - 1) / align, ub, ue;
+    lsq_pool *p = cur_pool;
+    if (p && p->n == nthreads && nthreads > 1) { /* inside a job: the pool's shares */
+        float lo = 0.f;
+        for (int i = 0; i < tid; i++) lo += p->share[i]; /* the same sums, in the same order, in every thread */
+        ub = (int)((float)units * lo + 0.5f);
+        ue = tid == nthreads - 1 ? units : (int)((float)units * (lo + p->share[tid]) + 0.5f);
+        ub = ub > units ? units : ub;
+        ue = ue > units ? units : ue < ub ? ub : ue;
+        p->slot[tid].got = units ? (float)(ue - ub) / (float)units : 0.f;
+    } else {
+        int per = units / nthreads, rem = units % nthreads;
+        ub = tid * per + (tid < rem ? tid : rem);
+        ue = ub + per + (tid < rem ? 1 : 0);
+    }
     *b = ub * align < n ? ub * align : n;
     *e = ue * align < n ? ue * align : n;
 }

@@ -14,7 +14,10 @@ void lsq_pool_run(lsq_pool *p, lsq_pool_fn fn, void *ctx);
 int lsq_pool_size(const lsq_pool *p);
 void lsq_pool_free(lsq_pool *p);
 
-/* Split [0, n) into nthreads contiguous ranges, aligned to `align`; thread tid gets [*b, *e). */
+/* Thread tid's part of [0, n), split into nthreads contiguous ranges aligned to `align`. Inside a
+ * job of an n-thread pool the ranges follow the pool's current shares (threadpool.c: work split by
+ * measured speed), so call it from the job's function once per thread and job: the part it returns
+ * is what the thread is timed against. Elsewhere: an even split. */
 void lsq_pool_range(int n, int align, int tid, int nthreads, int *b, int *e);
 
 #endif

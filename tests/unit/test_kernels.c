@@ -4,6 +4,7 @@
  * images where every pixel is a border pixel. Also the thread pool's work split. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/kernels.h"
 #include "threadpool.h"
@@ -147,16 +148,25 @@ static void check_dw(int H, int W, int C, int c0, int nc, int k, int stride, int
     arch_conv_geometry(tf_same, W, k, stride, &OW, &pl);
     float *in = rand_buf((size_t)H * W * C), *w = rand_buf((size_t)k * k * nc), *bias = rand_buf((size_t)nc);
     float *ref = lsq_alloc((size_t)OH * OW * C * sizeof(float)), *out = lsq_alloc((size_t)OH * OW * C * sizeof(float));
-    float *sref = lsq_alloc((size_t)nc * sizeof(float)), *sum = lsq_alloc((size_t)nc * sizeof(float));
+    /* channel sums per output row: row oy's at [oy * C, oy * C + nc) (the caller offsets by c0) */
+    const size_t nsum = (size_t)OH * C;
+    float *sref = lsq_alloc(nsum * sizeof(float)), *sum = lsq_alloc(nsum * sizeof(float));
+    memset(sref, 0, nsum * sizeof(float));
     lsq_dw_args a = {.in = in, .H = H, .W = W, .C = C, .c0 = c0, .nc = nc, .k = k, .stride = stride, .pad_t = pt,
                      .pad_l = pl, .w = w, .bias = bias, .out = ref, .OH = OH, .OW = OW, .act = act};
     lsq_kernels_scalar.f32_dwconv(&a, 0, OH, sref);
+    for (int oy = 0; oy < OH; oy++) /* each row's sums are its outputs' sums */
+        for (int c = 0; c < nc; c++) {
+            double s = 0;
+            for (int ox = 0; ox < OW; ox++) s += ref[((size_t)oy * OW + ox) * C + c0 + c];
+            CHECK(fabs(sref[(size_t)oy * C + c] - s) <= 1e-4 * (1 + fabs(s)));
+        }
     for (int l = 0; l < nlevels; l++) {
         /* channels outside [c0, c0 + nc) must stay untouched: fill both with the same pattern */
         memcpy(out, ref, (size_t)OH * OW * C * sizeof(float));
         for (int p = 0; p < OH * OW; p++)
             for (int c = c0; c < c0 + nc; c++) out[(size_t)p * C + c] = NAN;
-        memset(sum, 0, (size_t)nc * sizeof(float));
+        memset(sum, 0, nsum * sizeof(float));
         a.out = out;
         levels[l]->f32_dwconv(&a, 0, OH / 2, sum);
         levels[l]->f32_dwconv(&a, OH / 2, OH, sum);
@@ -165,7 +175,7 @@ static void check_dw(int H, int W, int C, int c0, int nc, int k, int stride, int
         snprintf(what, sizeof what, "%s dw %dx%dx%d c0=%d nc=%d k=%d s=%d tf=%d act=%d", levels[l]->name, H, W, C, c0,
                  nc, k, stride, tf_same, act);
         CHECK(close_all(out, ref, (size_t)OH * OW * C, 2e-5f, what));
-        CHECK(close_all(sum, sref, (size_t)nc, 1e-4f, what));
+        CHECK(close_all(sum, sref, nsum, 1e-4f, what));
     }
     lsq_free(in), lsq_free(w), lsq_free(bias), lsq_free(ref), lsq_free(out), lsq_free(sref), lsq_free(sum);
 }
@@ -212,8 +222,9 @@ static void check_dw_band(int H, int W, int C, int k, int stride, int tf_same, i
     float *band = lsq_alloc((size_t)(hi - lo) * W * C * sizeof(float));
     memcpy(band, in + (size_t)lo * W * C, (size_t)(hi - lo) * W * C * sizeof(float));
     float *ref = lsq_alloc((size_t)OH * OW * C * sizeof(float)), *out = lsq_alloc((size_t)OH * OW * C * sizeof(float));
-    float *sref = lsq_alloc((size_t)C * sizeof(float)), *sum = lsq_alloc((size_t)C * sizeof(float));
-    memset(sref, 0, (size_t)C * sizeof(float));
+    const size_t nsum = (size_t)OH * C; /* per-row channel sums */
+    float *sref = lsq_alloc(nsum * sizeof(float)), *sum = lsq_alloc(nsum * sizeof(float));
+    memset(sref, 0, nsum * sizeof(float));
     lsq_dw_args a = {.in = in, .H = H, .W = W, .C = C, .c0 = 0, .nc = C, .k = k, .stride = stride, .pad_t = pt,
                      .pad_l = pl, .w = w, .bias = bias, .out = ref, .OH = OH, .OW = OW, .act = LSQ_ACT_SWISH};
     lsq_kernels_scalar.f32_dwconv(&a, o0, o1, sref);
@@ -221,14 +232,14 @@ static void check_dw_band(int H, int W, int C, int k, int stride, int tf_same, i
     a.row0 = lo;
     for (int l = -1; l < nlevels; l++) {
         const lsq_kernels *kt = l < 0 ? &lsq_kernels_scalar : levels[l];
-        memset(sum, 0, (size_t)C * sizeof(float));
+        memset(sum, 0, nsum * sizeof(float));
         a.out = out;
         kt->f32_dwconv(&a, o0, o1, sum);
         char what[160];
         snprintf(what, sizeof what, "%s dw band %dx%dx%d k=%d s=%d tf=%d rows %d..%d", kt->name, H, W, C, k, stride,
                  tf_same, o0, o1);
         CHECK(close_all(out + (size_t)o0 * OW * C, ref + (size_t)o0 * OW * C, (size_t)(o1 - o0) * OW * C, 2e-5f, what));
-        CHECK(close_all(sum, sref, (size_t)C, 1e-4f, what));
+        CHECK(close_all(sum, sref, nsum, 1e-4f, what));
     }
     lsq_free(in), lsq_free(w), lsq_free(bias), lsq_free(band), lsq_free(ref), lsq_free(out), lsq_free(sref),
         lsq_free(sum);
@@ -242,6 +253,49 @@ static void test_dw_band(void)
             check_dw_band(20, 19, 40, k, s, s - 1, 4, 6);
             check_dw_band(20, 19, 40, k, s, 0, 7, 20);
         }
+}
+
+/* A pool job whose thread 1 takes three times as long per unit as thread 0 (busy-waiting, so the
+ * ratio holds whatever the CPUs): the pool must shift units to thread 0 and still hand out every
+ * unit exactly once per job. */
+typedef struct {
+    int units;
+    int hits[400];
+    int b1, e1; /* thread 1's part in the last job */
+} skew_job;
+
+static void spin_us(double us)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((double)(t.tv_sec - t0.tv_sec) * 1e6 + (double)(t.tv_nsec - t0.tv_nsec) * 1e-3 < us);
+}
+
+static void skew_task(void *ctx, int tid, int n)
+{
+    skew_job *j = ctx;
+    int b, e;
+    lsq_pool_range(j->units, 1, tid, n, &b, &e);
+    for (int i = b; i < e; i++) j->hits[i]++, spin_us(tid == 1 ? 3.0 : 1.0);
+    if (tid == 1) j->b1 = b, j->e1 = e;
+}
+
+static void test_pool_adaptive(void)
+{
+    unsetenv("LSQ_POOL_EVEN"); /* the benchmark switch back to even splits */
+    lsq_pool *p = lsq_pool_create(2);
+    CHECK(p != NULL);
+    if (!p) return;
+    skew_job j = {.units = 400};
+    int jobs = 0;
+    for (; jobs < 60; jobs++) lsq_pool_run(p, skew_task, &j);
+    for (int i = 0; i < j.units; i++) CHECK(j.hits[i] == jobs);
+    double share1 = (double)(j.e1 - j.b1) / j.units; /* 0.25 balances 3x; an even split is 0.5 */
+    if (!(share1 < 0.4)) printf("#   thread 1's share after %d jobs: %.3f\n", jobs, share1);
+    CHECK(share1 < 0.4 && share1 > 0.1);
+    CHECK(j.e1 == j.units); /* the last thread ends the range */
+    lsq_pool_free(p);
 }
 
 static void test_pool_range(void)
@@ -292,6 +346,7 @@ int main(void)
     RUN(test_dw_wide_rows);
     RUN(test_dw_band);
     RUN(test_pool_range);
+    RUN(test_pool_adaptive);
     RUN(test_pool_runs_every_thread);
     return unit_done();
 }

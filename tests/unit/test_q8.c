@@ -170,7 +170,8 @@ static void check_dw(int t, int H, int W, int k, int stride, int tf, lsq_act act
     int8_t *w = lsq_alloc((size_t)k * k * nc);
     float *mult = lsq_alloc(nc * 4), *add = lsq_alloc(nc * 4), *bias = lsq_alloc(nc * 4), *coef = lsq_alloc(nc * 4);
     float *out = lsq_alloc((size_t)OH * OW * C * 4), *out2 = lsq_alloc((size_t)OH * OW * C * 4);
-    float *cs = lsq_alloc(nc * 4), *cs2 = lsq_alloc(nc * 4);
+    const size_t nsum = (size_t)OH * C; /* channel sums per output row, row oy's at oy * C */
+    float *cs = lsq_alloc(nsum * 4), *cs2 = lsq_alloc(nsum * 4);
     for (size_t i = 0; i < (size_t)H * W * C; i++) in[i] = (uint8_t)(rnd() >> 9);
     for (size_t i = 0; i < (size_t)k * k * nc; i++) w[i] = (int8_t)(rnd() >> 9);
     for (int c = 0; c < nc; c++) {
@@ -185,7 +186,7 @@ static void check_dw(int t, int H, int W, int k, int stride, int tf, lsq_act act
                         .pad_l = pl, .w = w, .mult = mult, .add = add, .bias = bias, .coef = coef, .out = out,
                         .q = {.scale = 0.02f, .offset = -0.5f, .qmax = 255}, .OH = OH, .OW = OW, .act = act};
     memset(out, 0, (size_t)OH * OW * C * 4);
-    memset(cs, 0, nc * 4);
+    memset(cs, 0, nsum * 4);
     lsq_q8_kernels_scalar.q8_dwconv(&a, 0, OH, cs);
     for (int oy = 0; oy < OH; oy++)
         for (int ox = 0; ox < OW; ox++)
@@ -201,6 +202,12 @@ static void check_dw(int t, int H, int W, int k, int stride, int tf, lsq_act act
                 double y = lsq_act_apply(act, (float)(mult[c] * acc + bias[c] + coef[c] * ws));
                 CHECK_NEAR(out[((size_t)oy * OW + ox) * C + c0 + c], y, 1e-4 * (1 + fabs(y)));
             }
+    for (int oy = 0; oy < OH; oy++) /* each row's sums are its outputs' sums */
+        for (int c = 0; c < nc; c++) {
+            double s = 0;
+            for (int ox = 0; ox < OW; ox++) s += out[((size_t)oy * OW + ox) * C + c0 + c];
+            CHECK(fabs(cs[(size_t)oy * C + c] - s) <= 1e-4 * (1 + fabs(s)));
+        }
     a.out = NULL;
     a.Q = Q;
     memset(Q, 0, (size_t)OH * OW * C);
@@ -211,7 +218,7 @@ static void check_dw(int t, int H, int W, int k, int stride, int tf, lsq_act act
     for (int l = 0; l < nlevels; l++) {
         /* outside [c0, c0 + nc) both stay as they were set: 0 */
         memset(out2, 0, (size_t)OH * OW * C * 4);
-        memset(cs2, 0, nc * 4);
+        memset(cs2, 0, nsum * 4);
         a.Q = NULL;
         a.out = out2;
         levels[l]->q8_dwconv(&a, 0, OH / 2, cs2);
@@ -219,7 +226,7 @@ static void check_dw(int t, int H, int W, int k, int stride, int tf, lsq_act act
         int bad = 0;
         for (size_t i = 0; i < (size_t)OH * OW * C; i++)
             bad += exact ? out2[i] != out[i] : !(fabsf(out2[i] - out[i]) <= 1e-5f * (1 + fabsf(out[i])));
-        for (int c = 0; c < nc; c++) bad += !(fabsf(cs2[c] - cs[c]) <= 1e-4f * (1 + fabsf(cs[c])));
+        for (size_t i = 0; i < nsum; i++) bad += !(fabsf(cs2[i] - cs[i]) <= 1e-4f * (1 + fabsf(cs[i])));
         a.out = NULL;
         a.Q = Q2;
         memset(Q2, 0, (size_t)OH * OW * C);

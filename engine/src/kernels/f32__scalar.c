@@ -48,7 +48,7 @@ static void f32_dwconv__scalar(const lsq_dw_args *a, int oy0, int oy1, float *ch
                 }
                 float y = lsq_act_apply(a->act, acc + a->bias[c]);
                 a->out[((size_t)oy * a->OW + ox) * a->C + a->c0 + c] = y;
-                if (chsum) chsum[c] += y;
+                if (chsum) chsum[(size_t)oy * a->C + c] += y;
             }
 }
 

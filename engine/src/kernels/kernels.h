@@ -44,8 +44,10 @@ typedef struct {
 
 /* Depthwise convolution of channels [c0, c0 + nc) of an NHWC tensor with C channels, one kernel
  * size k. out[oy, ox, c] = act(bias[c] + sum_{ky,kx} in[oy*s - pt + ky, ox*s - pl + kx, c] *
- * w[ky*k + kx][c - c0]) with zero padding. If chsum is not NULL, the outputs of each channel are
- * also summed into chsum[c - c0] (the squeeze of a following SE block).
+ * w[ky*k + kx][c - c0]) with zero padding. If chsum is not NULL, each output row's outputs are
+ * also summed per channel into chsum[oy * C + c - c0] (the squeeze of a following SE block, kept
+ * per row and added up in row order by the caller, so that it does not depend on how rows were
+ * split between threads; a row's sum runs over ox in order at every level).
  * `in` may hold only a band of the input's rows, from row0 on: input row iy is read at
  * in + (iy - row0) * W * C, and only the rows the requested output rows need are read (rows
  * [oy*stride - pad_t, oy*stride - pad_t + k) clipped to [0, H)). row0 = 0 for a whole tensor. */
@@ -67,13 +69,14 @@ typedef struct {
  * them and the tensor streams through the cache once. ROW(a, c, oy, chsum, K, S) gets the kernel
  * size (3..11) and the stride (1, 2) as compile-time constants; other shapes go to
  * FALLBACK(a, oy0, oy1, chsum). Expects a, oy0, oy1 and chsum in scope. */
+#define LSQ_DW_ROWSUM_(chsum, oy) ((chsum) ? (chsum) + (size_t)(oy) * a->C : NULL)
 #define LSQ_DW_CASE_(K, STEP, ROW)                                                                \
     case K:                                                                                       \
         for (int oy = oy0; oy < oy1; oy++) {                                                      \
             if (a->stride == 1)                                                                   \
-                for (int c = 0; c < a->nc; c += (STEP)) ROW(a, c, oy, chsum, K, 1);               \
+                for (int c = 0; c < a->nc; c += (STEP)) ROW(a, c, oy, LSQ_DW_ROWSUM_(chsum, oy), K, 1); \
             else                                                                                  \
-                for (int c = 0; c < a->nc; c += (STEP)) ROW(a, c, oy, chsum, K, 2);               \
+                for (int c = 0; c < a->nc; c += (STEP)) ROW(a, c, oy, LSQ_DW_ROWSUM_(chsum, oy), K, 2); \
         }                                                                                         \
         return;
 #define LSQ_DW_DRIVER(STEP, ROW, FALLBACK)                                                        \

@@ -78,8 +78,9 @@ typedef struct {
  *     y   = act(mult * acc + bias + coef * wsum_valid)   at the borders
  * add = bias + coef * (sum of all k*k weights): the activation offset's share, folded once
  * (lsqplus.md: the float model pads with the real 0.0, i.e. it sums the offset over valid taps
- * only). Output: float at out[(oy*OW + ox)*C + c] (and summed per channel into chsum, the squeeze of
- * a following SE block), or, if Q, codes of the next layer's quantizer at the same place. */
+ * only). Output: float at out[(oy*OW + ox)*C + c] (and each row summed per channel into
+ * chsum[oy * C + c - c0] as in lsq_dw_args: the squeeze of a following SE block), or, if Q, codes
+ * of the next layer's quantizer at the same place. */
 typedef struct {
     const uint8_t *in;
     int H, W, C;

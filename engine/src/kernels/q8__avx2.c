@@ -216,7 +216,7 @@ static inline void dw_store(const lsq_q8_dw_args *a, const dw_consts *k, __m256 
  * compile-time constant where the caller has one (the tap loops then unroll), else 0 and a->k. */
 static inline __attribute__((always_inline)) void dw_rows(const lsq_q8_dw_args *a, const int kc, int oy0, int oy1,
                                                           int c, const __m256i *wv, const dw_consts *K, int n,
-                                                          __m256 *csum)
+                                                          float *chsum)
 {
     const int k = kc ? kc : a->k, S = a->stride, C = a->C;
     const size_t xstep = (size_t)S * C; /* bytes between the taps of neighbouring output pixels */
@@ -226,6 +226,7 @@ static inline __attribute__((always_inline)) void dw_rows(const lsq_q8_dw_args *
         const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + k > a->H ? a->H - iy0 : k;
         const int rows_full = ky0 == 0 && ky1 == k;
         size_t orow = (size_t)oy * a->OW * C + a->c0 + c;
+        __m256 rowsum = _mm256_setzero_ps(), *csum = &rowsum;
         int ox = 0;
         while (ox < a->OW) {
             const int ix0 = ox * S - a->pad_l;
@@ -264,6 +265,10 @@ static inline __attribute__((always_inline)) void dw_rows(const lsq_q8_dw_args *
             dw_store(a, K, lsq_act256(a->act, _mm256_fmadd_ps(K->mult, _mm256_cvtepi32_ps(s), add)), orow + (size_t)ox * C, n, csum);
             ox++;
         }
+        if (chsum && !a->Q) {
+            float *rs = chsum + (size_t)oy * C + c;
+            lsq_store8_ps(rs, n, _mm256_add_ps(lsq_load8_ps(rs, n), rowsum));
+        }
     }
 }
 
@@ -282,14 +287,12 @@ static void q8_dwconv__avx2(const lsq_q8_dw_args *a, int oy0, int oy1, float *ch
             .mult = lsq_load8_ps(a->mult + c, n), .add = lsq_load8_ps(a->add + c, n),
             .bias = lsq_load8_ps(a->bias + c, n), .coef = lsq_load8_ps(a->coef + c, n), .q = q8_grid_of(&a->q),
         };
-        __m256 csum = _mm256_setzero_ps();
         switch (a->k) {
-        case 3: dw_rows(a, 3, oy0, oy1, c, wv, &K, n, &csum); break;
-        case 5: dw_rows(a, 5, oy0, oy1, c, wv, &K, n, &csum); break;
-        case 7: dw_rows(a, 7, oy0, oy1, c, wv, &K, n, &csum); break;
-        default: dw_rows(a, 0, oy0, oy1, c, wv, &K, n, &csum); break;
+        case 3: dw_rows(a, 3, oy0, oy1, c, wv, &K, n, chsum); break;
+        case 5: dw_rows(a, 5, oy0, oy1, c, wv, &K, n, chsum); break;
+        case 7: dw_rows(a, 7, oy0, oy1, c, wv, &K, n, chsum); break;
+        default: dw_rows(a, 0, oy0, oy1, c, wv, &K, n, chsum); break;
         }
-        if (chsum && !a->Q) lsq_store8_ps(chsum + c, n, _mm256_add_ps(lsq_load8_ps(chsum + c, n), csum));
     }
 }
 

@@ -61,7 +61,7 @@ static void q8_dwconv__scalar(const lsq_q8_dw_args *a, int oy0, int oy1, float *
                     a->Q[o + c] = lsq_q8_code(&a->q, y);
                 } else {
                     a->out[o + c] = y;
-                    if (chsum) chsum[c] += y;
+                    if (chsum) chsum[(size_t)oy * a->C + c] += y;
                 }
             }
         }
