@@ -3,6 +3,8 @@
 
   train.py fp32 --arch efficientnet_b0|mixnet_s --size 32 --epochs N --out DIR [--time-budget MIN] [--seed S]
   train.py qat  --arch ... --config w4a4 --init DIR/fp32.pt --epochs N --out DIR2 [...]
+  qat ... --teacher DIR/fp32.pt [--kd ALPHA] [--kd-temp T]: knowledge distillation from the FP32 model
+      (loss = (1 - ALPHA) * label loss + ALPHA * T^2 * KL(teacher || student); default ALPHA 0.9, T 1)
   add --smoke for a few batches on 256 images, end to end in seconds (CI)
   add --device cuda to train on a GPU (TF32 off, so the float math is the CPU's up to summation order)
 
@@ -157,6 +159,23 @@ def read_float_weights(path):
     return ck["model"]
 
 
+def load_teacher(path, arch, device):
+    """The FP32 model of a checkpoint, frozen in eval mode: the distillation teacher."""
+    teacher = quant.create(arch, "fp32", num_classes=10).to(memory_format=torch.channels_last)
+    teacher.load_state_dict(read_float_weights(path))
+    teacher = teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def distill_loss(student_logits, teacher_logits, temp):
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), the batch mean (Hinton et al. 2015)."""
+    log_p = torch.log_softmax(student_logits / temp, dim=1)
+    log_q = torch.log_softmax(teacher_logits.detach() / temp, dim=1)
+    return temp * temp * torch.sum(log_q.exp() * (log_q - log_p), dim=1).mean()
+
+
 def param_groups(model, wd):
     """No weight decay on BN, biases and quantizer scales/offsets."""
     decay, no_decay = [], []
@@ -249,6 +268,11 @@ def main(argv=None):
                     "quantized checkpoint (DIR/w4a4.pt: progressive initialisation)")
     ap.add_argument("--act-init", choices=["mse", "minmax", "lsq"], default=None,
                     help="activation init (default: mse for LSQ+, lsq for -lsq)")
+    ap.add_argument("--teacher", default=None, help="qat: knowledge distillation from this FP32 model (DIR/fp32.pt "
+                    "or .safetensors; usually the --init weights)")
+    ap.add_argument("--kd", type=float, default=0.9, metavar="ALPHA",
+                    help="with --teacher: loss = (1 - ALPHA) * label loss + ALPHA * T^2 * KL(teacher || student) at T")
+    ap.add_argument("--kd-temp", type=float, default=1.0, metavar="T")
     ap.add_argument("--calib-size", type=int, default=512, help="qat: training images used for calibration")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--epochs", type=int, required=True)
@@ -289,6 +313,8 @@ def main(argv=None):
         config = cfg.name  # canonical: the checkpoint, log and export names use it
         if not a.init:
             ap.error("qat needs --init (the FP32 weights)")
+    if a.teacher and (a.mode != "qat" or not 0.0 < a.kd <= 1.0 or a.kd_temp <= 0):
+        ap.error("--teacher is for qat, with 0 < --kd <= 1 and --kd-temp > 0")
     if a.shift is None:
         a.shift = a.size // 16
     lr = a.lr or (2e-3 if a.mode == "fp32" else 5e-4)
@@ -342,6 +368,7 @@ def main(argv=None):
         del ck
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    teacher = load_teacher(a.teacher, a.arch, device) if a.teacher else None
     if a.probe:
         return probe(model, opt, loss_fn, tx, ty, batch_size, a.probe, device, a.arch, config)
     epoch_times = []
@@ -367,6 +394,10 @@ def main(argv=None):
             t = torch.from_numpy(ty[idx]).to(device, non_blocking=True)
             logits = model(x)
             loss = loss_fn(logits, t)
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+                loss = (1.0 - a.kd) * loss + a.kd * distill_loss(logits, teacher_logits, a.kd_temp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -389,6 +420,8 @@ def main(argv=None):
                "threads": torch.get_num_threads(), "device": device.type, "smoke": a.smoke}
         if a.init:
             rec["init"] = os.path.basename(a.init)
+        if teacher is not None:
+            rec["kd"] = {"teacher": os.path.basename(a.teacher), "alpha": a.kd, "temp": a.kd_temp}
         log(log_path, rec)
         print(json.dumps(rec), flush=True)
         save_atomic({"arch": a.arch, "config": config, "size": a.size, "epochs": a.epochs, "epoch": epoch,

@@ -419,6 +419,33 @@ tap.check("train_smoke_progressive", r4.returncode == 0 and "progressive initial
           and [r.get("init") for r in logs if r.get("config") == "w3a3"] == ["w2a2.pt"]
           and os.path.exists(os.path.join(out, "mixnet_s_w3a3.safetensors")), f"rc {r4.returncode}: {r4.stderr[-400:]}")
 
+# distillation: the loss is Hinton's T^2 KL(teacher || student), against torch's own KL; zero for a
+# student equal to the teacher; a --teacher smoke run logs it and exports a loadable model
+sys.path.insert(0, os.path.join(ROOT, "models"))
+import train as train_mod  # noqa: E402
+g = torch.Generator().manual_seed(5)
+ls, lt = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g)
+want_kd = 4.0 * F.kl_div(F.log_softmax(ls / 2, 1), F.log_softmax(lt / 2, 1), log_target=True, reduction="batchmean")
+got_kd = train_mod.distill_loss(ls, lt, 2.0)
+tap.check("distill_loss_is_kl", abs(got_kd.item() - want_kd.item()) <= 1e-6 * (1 + want_kd.item())
+          and abs(train_mod.distill_loss(lt, lt, 2.0).item()) <= 1e-6, f"{got_kd.item()} vs {want_kd.item()}")
+r5 = subprocess.run([sys.executable, train, "qat", "--arch", "mixnet_s", "--config", "w4a4", "--init",
+                     os.path.join(out, "fp32.pt"), "--teacher", os.path.join(out, "fp32.pt"), "--kd", "0.5",
+                     "--epochs", "1", "--out", out, "--smoke", "--threads", "1"],
+                    capture_output=True, text=True, env=env, timeout=120)
+logs = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))] if os.path.exists(
+    os.path.join(out, "log.jsonl")) else []
+kd_logs = [r for r in logs if r.get("config") == "w4a4"]
+tap.check("train_smoke_distill", r5.returncode == 0 and len(kd_logs) == 1
+          and kd_logs[0].get("kd") == {"teacher": "fp32.pt", "alpha": 0.5, "temp": 1.0}
+          and math.isfinite(kd_logs[0]["train_loss"]) and os.path.exists(os.path.join(out, "mixnet_s_w4a4.safetensors")),
+          f"rc {r5.returncode}: {r5.stderr[-400:]}")
+r6 = subprocess.run([sys.executable, train, "qat", "--arch", "mixnet_s", "--config", "w4a4", "--init",
+                     os.path.join(out, "fp32.pt"), "--teacher", os.path.join(out, "fp32.pt"), "--kd", "1.5",
+                     "--epochs", "1", "--out", os.path.join(TMP, "kd_bad"), "--smoke"],
+                    capture_output=True, text=True, env=env, timeout=60)
+tap.check("train_distill_bad_alpha", r6.returncode == 2 and "--kd" in r6.stderr, f"rc {r6.returncode}: {r6.stderr[-300:]}")
+
 # 5. the C engine evaluates what the trainer trained, on the same 256 test images, and agrees with
 #    the trainer's own evaluation (float near-ties aside: at most one image)
 lsq_bin = os.environ.get("LSQ_BIN") or os.path.join(ROOT, "build", "lsq")
