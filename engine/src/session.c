@@ -189,7 +189,8 @@ static void run_pointwise(lsq_session *s, const lsq_conv *c, float *in, int M, f
  * from the other core's cache, as once thought: splitting those layers by channels instead (each
  * thread expands whole column panels and convolves exactly those channels, one fork-join, nothing
  * crossing cores until the projection) measured the same per stage, and so did splitting the
- * depthwise alone by channels, or sharing rows out dynamically. Still unexplained. */
+ * depthwise alone by channels, or sharing rows out dynamically. Part of it was the vCPUs' unequal
+ * speed, which the pool now tracks (threadpool.c); what remains at 2 threads is still unexplained. */
 typedef struct {
     lsq_session *s;
     lsq_dw_args a[LSQ_MAX_PARTS];
