@@ -68,9 +68,11 @@ def main(argv=None):
             dst = os.path.join(a.out, arch, f"{cfg}.safetensors")
             bundle_one(arch, cfg, src, dst)
             rec = last_log(log)
-            entries.append({"config": cfg, "file": f"{arch}/{cfg}.safetensors",
-                            "log": os.path.relpath(log, a.out), "bytes": os.path.getsize(dst),
-                            "epochs": rec.get("epochs"), "trainer_test_acc": rec.get("test_acc")})
+            entry = {"config": cfg, "file": f"{arch}/{cfg}.safetensors", "log": os.path.relpath(log, a.out),
+                     "bytes": os.path.getsize(dst), "epochs": rec.get("epochs"), "trainer_test_acc": rec.get("test_acc")}
+            if rec.get("kd"):  # trained with train.py --teacher: say so next to the accuracy
+                entry["kd"] = rec["kd"]
+            entries.append(entry)
             print(f"bundle.py: {dst} ({os.path.getsize(dst)} bytes, trainer test accuracy {rec.get('test_acc')})")
         if not entries:
             continue

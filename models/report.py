@@ -142,7 +142,7 @@ def main(argv=None):
             row = {"model": m["name"], "arch": m["arch"], "config": c["config"], "bytes": c["bytes"],
                    "top1": r["top1"], "top5": r["top5"], "images": ev["images"],
                    "trainer_top1": c.get("trainer_test_acc"), "p50_own": r["latency_ms"]["p50"],
-                   "p99_own": r["latency_ms"]["p99"], "epochs": c.get("epochs")}
+                   "p99_own": r["latency_ms"]["p99"], "epochs": c.get("epochs"), "kd": c.get("kd")}
             if c["config"] != "fp32":
                 if size not in parts:
                     parts[size] = test_tensors(data, size, a.limit, tmp)
@@ -205,7 +205,13 @@ def write_markdown(rows, path, seconds, chart):
             if p and l:
                 d = 100 * (p["top1"] - l["top1"])
                 ref = f"; FP32 {100 * fp['top1']:.2f}%" if fp else ""
-                L.append(f"- {arch} {bits}: LSQ+ {100 * p['top1']:.2f}% vs LSQ {100 * l['top1']:.2f}% ({d:+.2f} points){ref}.")
+                budget = ""
+                if (p.get("epochs"), bool(p.get("kd"))) != (l.get("epochs"), bool(l.get("kd"))):
+                    def recipe(r):
+                        return f"{r.get('epochs')} epochs" + (" with distillation" if r.get("kd") else "")
+                    budget = f" - unequal training: LSQ+ {recipe(p)}, LSQ {recipe(l)}, not the paper's comparison"
+                L.append(f"- {arch} {bits}: LSQ+ {100 * p['top1']:.2f}% vs LSQ {100 * l['top1']:.2f}% "
+                         f"({d:+.2f} points){ref}{budget}.")
             elif p and fp:
                 L.append(f"- {arch} {bits}: LSQ+ {100 * p['top1']:.2f}% vs FP32 {100 * fp['top1']:.2f}% "
                          f"({100 * (p['top1'] - fp['top1']):+.2f} points); the LSQ baseline is not trained yet.")
