@@ -340,14 +340,7 @@ static void run_depthwise(lsq_qexec *q, const lsq_conv *c, const qblock *b, cons
         };
     }
     lsq_pool_run(q->pool, dw_task, &j);
-    if (squeeze) {
-        int C = d->cout;
-        float M = (float)(b->OH * b->OW);
-        for (int ch = 0; ch < C; ch++) q->pooled[ch] = 0.f;
-        for (int oy = 0; oy < b->OH; oy++) /* in row order: the same for any thread count */
-            for (int ch = 0; ch < C; ch++) q->pooled[ch] += q->chsum[(size_t)oy * C + ch];
-        for (int ch = 0; ch < C; ch++) q->pooled[ch] /= M;
-    }
+    if (squeeze) lsq_dw_rowsum_mean(q->chsum, b->OH, b->OW, d->cout, q->pooled);
 }
 
 /* Squeeze-and-excitation on the pooled depthwise output: two 1-row integer GEMMs, float gate. */

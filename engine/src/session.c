@@ -55,8 +55,6 @@ struct lsq_session {
 
 /* ==== parallel helpers ========================================================================= */
 
-static void pooled_from_chsum(const lsq_session *s, int C, int OH, int OW, float *pooled);
-
 typedef struct {
     const lsq_session *s;
     const lsq_gemm_args *g;
@@ -225,7 +223,7 @@ static void run_depthwise(lsq_session *s, const lsq_conv *c, const float *in, in
                                .OW = bp->OW, .act = d->act};
     }
     lsq_pool_run(s->pool, dw_task, &j);
-    if (pooled) pooled_from_chsum(s, d->cout, bp->OH, bp->OW, pooled);
+    if (pooled) lsq_dw_rowsum_mean(s->chsum, bp->OH, bp->OW, d->cout, pooled);
 }
 
 /* ==== fused expand + depthwise ==================================================================
@@ -310,23 +308,13 @@ static void fused_task(void *ctx, int tid, int n)
     }
 }
 
-/* The channel means from the per-row sums, added in row order: the same for any thread count. */
-static void pooled_from_chsum(const lsq_session *s, int C, int OH, int OW, float *pooled)
-{
-    float inv = 1.f / (float)(OH * OW);
-    for (int ch = 0; ch < C; ch++) pooled[ch] = 0.f;
-    for (int oy = 0; oy < OH; oy++)
-        for (int ch = 0; ch < C; ch++) pooled[ch] += s->chsum[(size_t)oy * C + ch];
-    for (int ch = 0; ch < C; ch++) pooled[ch] *= inv;
-}
-
 static void run_expand_depthwise(lsq_session *s, const lsq_block *b, const block_plan *bp, const float *in,
                                  float *out, float *pooled)
 {
     if (pooled) memset(s->chsum, 0, (size_t)bp->OH * b->dw.def->cout * sizeof(float));
     fused_job j = {s, b, bp, in, out, pooled != NULL};
     lsq_pool_run(s->pool, fused_task, &j);
-    if (pooled) pooled_from_chsum(s, b->dw.def->cout, bp->OH, bp->OW, pooled);
+    if (pooled) lsq_dw_rowsum_mean(s->chsum, bp->OH, bp->OW, b->dw.def->cout, pooled);
 }
 
 /* Squeeze-excite gate from the pooled vector: gate = sigmoid(We act(Wr p + br) + be), as two

@@ -117,6 +117,7 @@ static void *worker(void *arg)
         if (atomic_load(&p->stop)) return NULL;
         double t0 = now_s();
         cur_pool = p;
+        p->slot[wa.tid].got = 0.f; /* set by lsq_pool_range if the job calls it */
         p->fn(p->ctx, wa.tid, p->n);
         cur_pool = NULL;
         p->slot[wa.tid].busy = now_s() - t0;
@@ -175,12 +176,12 @@ void lsq_pool_run(lsq_pool *p, lsq_pool_fn fn, void *ctx)
     if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->generation);
     double t0 = now_s();
     cur_pool = p;
+    p->slot[0].got = 0.f;
     fn(ctx, 0, p->n);
     cur_pool = NULL;
     p->slot[0].busy = now_s() - t0;
     while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) _mm_pause();
     if (p->adaptive) rebalance(p);
-    for (int i = 0; i < p->n; i++) p->slot[i].got = 0.f;
 }
 
 int lsq_pool_size(const lsq_pool *p) { return p ? p->n : 1; }

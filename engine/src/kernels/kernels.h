@@ -69,6 +69,16 @@ typedef struct {
  * them and the tensor streams through the cache once. ROW(a, c, oy, chsum, K, S) gets the kernel
  * size (3..11) and the stride (1, 2) as compile-time constants; other shapes go to
  * FALLBACK(a, oy0, oy1, chsum). Expects a, oy0, oy1 and chsum in scope. */
+/* The channel means of an OH x OW depthwise output from its per-row sums ([OH][C], as the kernels
+ * write them), added in row order: the same for any split of the rows between threads. */
+static inline void lsq_dw_rowsum_mean(const float *rows, int OH, int OW, int C, float *mean)
+{
+    for (int c = 0; c < C; c++) mean[c] = 0.f;
+    for (int oy = 0; oy < OH; oy++)
+        for (int c = 0; c < C; c++) mean[c] += rows[(size_t)oy * C + c];
+    for (int c = 0; c < C; c++) mean[c] /= (float)(OH * OW);
+}
+
 #define LSQ_DW_ROWSUM_(chsum, oy) ((chsum) ? (chsum) + (size_t)(oy) * a->C : NULL)
 #define LSQ_DW_CASE_(K, STEP, ROW)                                                                \
     case K:                                                                                       \
