@@ -46,7 +46,8 @@ struct lsq_session {
     float *col;             /* stem im2col [SH*SW][K] */
     float *chsum;           /* [OH][C] depthwise channel sums per output row (the SE squeeze) */
     float *pooled, *hidden, *gate, *feat;
-    float *bscaled;         /* projection weights scaled by the SE gate */
+    float *bscaled;         /* projection weights scaled by the SE gate: a copy per thread */
+    size_t bscaled_floats;  /* floats per copy */
     float *band;            /* [nthreads][band_floats] expanded rows of a fused block */
     size_t band_floats;
     lsq_prof *prof;         /* LSQ_PROFILE=1, else NULL */
@@ -55,47 +56,76 @@ struct lsq_session {
 
 /* ==== parallel helpers ========================================================================= */
 
+/* A GEMM split over the threads by rows or, when there are few, by column panels. With `gate`
+ * (the SE excitation, K floats), B is first scaled per input channel, by each thread for itself:
+ * a thread splitting by rows scales all of B into its own copy, one splitting by panels just its
+ * panels. A copy shared by the threads (each scaling a part, every one then reading all of it)
+ * costs more: on the 2-vCPU VMs here a cache line written by the other core takes ~10 ns to
+ * arrive, so reading 115 KB of weights the other thread scaled took longer than scaling all 230
+ * KB locally. Each thread's B then has the same values as a shared copy would: results do not
+ * depend on the split. */
 typedef struct {
     const lsq_session *s;
     const lsq_gemm_args *g;
     int by_panels;
+    const float *gate;
+    float *bbuf;    /* by rows: nthreads copies of B, bstride floats apart; by panels: one */
+    size_t bstride;
 } gemm_job;
+
+/* dst panels [p0, p1) of packed B (panels of K x LSQ_GEMM_NR floats) = src's times gate[k] */
+static void scale_panels(const float *src, const float *gate, float *dst, int K, int p0, int p1)
+{
+    for (size_t r = (size_t)p0 * K; r < (size_t)p1 * K; r++) {
+        const float gk = gate[r % (size_t)K];
+        for (int c = 0; c < LSQ_GEMM_NR; c++) dst[r * LSQ_GEMM_NR + c] = src[r * LSQ_GEMM_NR + c] * gk;
+    }
+}
 
 static void gemm_task(void *ctx, int tid, int n)
 {
     const gemm_job *j = ctx;
     const lsq_gemm_args *g = j->g;
-    int b, e;
+    int b, e, npanels = (g->N + LSQ_GEMM_NR - 1) / LSQ_GEMM_NR;
     if (!j->by_panels) {
         lsq_pool_range(g->M, 4, tid, n, &b, &e);
-        if (b < e) j->s->k->f32_gemm(g, b, e);
+        if (b >= e) return;
+        lsq_gemm_args sub = *g;
+        if (j->gate) {
+            sub.B = j->bbuf + (size_t)tid * j->bstride;
+            scale_panels(g->B, j->gate, (float *)sub.B, g->K, 0, npanels);
+        }
+        j->s->k->f32_gemm(&sub, b, e);
         return;
     }
-    int npanels = (g->N + LSQ_GEMM_NR - 1) / LSQ_GEMM_NR;
     lsq_pool_range(npanels, 1, tid, n, &b, &e);
     if (b >= e) return;
     lsq_gemm_args sub = *g;
+    if (j->gate) {
+        scale_panels(g->B, j->gate, j->bbuf, g->K, b, e);
+        sub.B = j->bbuf;
+    }
     int n0 = b * LSQ_GEMM_NR, n1 = LSQ_MIN(e * LSQ_GEMM_NR, g->N);
     sub.N = n1 - n0;
-    sub.B = g->B + (size_t)b * g->K * LSQ_GEMM_NR;
+    sub.B += (size_t)b * g->K * LSQ_GEMM_NR;
     sub.bias = g->bias + n0;
     sub.C = g->C + n0;
     if (g->R) sub.R = g->R + n0;
     j->s->k->f32_gemm(&sub, 0, g->M);
 }
 
-static void run_gemm(lsq_session *s, const lsq_gemm_args *g)
+/* g->B times gate (NULL: none; else scaled into s->bscaled first) */
+static void run_gemm(lsq_session *s, const lsq_gemm_args *g, const float *gate)
 {
     int npanels = (g->N + LSQ_GEMM_NR - 1) / LSQ_GEMM_NR;
-    gemm_job j = {s, g, 0};
-    if (s->nthreads == 1) {
-        s->k->f32_gemm(g, 0, g->M);
-        return;
-    }
+    gemm_job j = {s, g, 0, gate, s->bscaled, s->bscaled_floats};
     /* few rows (7x7 layers at 224, the classifier): split the columns instead; 40 rows per thread
      * was the best threshold on efficientnet_b0 at 2 threads (24: 0.02-0.5 ms slower per run) */
-    j.by_panels = g->M < 40 * s->nthreads && npanels >= s->nthreads;
-    lsq_pool_run(s->pool, gemm_task, &j);
+    j.by_panels = s->nthreads > 1 && g->M < 40 * s->nthreads && npanels >= s->nthreads;
+    if (s->nthreads == 1)
+        gemm_task(&j, 0, 1);
+    else
+        lsq_pool_run(s->pool, gemm_task, &j);
 }
 
 /* A pointwise (1x1) conv of an NHWC tensor, part by part (MixNet grouped pointwise convs).
@@ -113,32 +143,18 @@ static void scale_task(void *ctx, int tid, int n)
 {
     scale_job *j = ctx;
     int b, e;
-    lsq_pool_range(j->M, 1, tid, n, &b, &e);
+    lsq_pool_range(j->M, 4, tid, n, &b, &e); /* the rows gemm_task gives this thread */
     for (int m = b; m < e; m++) {
         float *row = j->x + (size_t)m * j->C;
         for (int c = 0; c < j->C; c++) row[c] *= j->gate[c];
     }
 }
 
-/* The SE gate folded into a copy of the packed weights: dst[q][k][:] = src[q][k][:] * g[k], rows
- * of the (panels x K) row set split over the threads. */
-typedef struct {
-    const float *src, *g;
-    float *dst;
-    int K, rows;
-} wscale_job;
-
-static void wscale_task(void *ctx, int tid, int n)
+static size_t max_part_packed(const lsq_conv_def *d)
 {
-    const wscale_job *j = ctx;
-    int b, e;
-    lsq_pool_range(j->rows, 1, tid, n, &b, &e);
-    for (int r = b; r < e; r++) {
-        const float *src = j->src + (size_t)r * LSQ_GEMM_NR;
-        float *dst = j->dst + (size_t)r * LSQ_GEMM_NR;
-        float gk = j->g[r % j->K];
-        for (int c = 0; c < LSQ_GEMM_NR; c++) dst[c] = src[c] * gk;
-    }
+    size_t n = 0;
+    for (int p = 0; p < d->nparts; p++) n = LSQ_MAX(n, lsq_gemm_packed_floats(d->part[p].cin, d->part[p].cout));
+    return n;
 }
 
 static size_t packed_total(const lsq_conv_def *d)
@@ -157,26 +173,17 @@ static void run_pointwise(lsq_session *s, const lsq_conv *c, float *in, int M, f
         scale_job j = {in, gate, M, d->cin};
         lsq_pool_run(s->pool, scale_task, &j);
     }
-    float *scaled = s->bscaled;
     for (int p = 0; p < d->nparts; p++) {
         const lsq_conv_part *pt = &d->part[p];
-        const float *B = c->w[p];
-        if (fold) {
-            int panels = (pt->cout + LSQ_GEMM_NR - 1) / LSQ_GEMM_NR;
-            wscale_job wj = {B, gate + pt->in_off, scaled, pt->cin, panels * pt->cin};
-            lsq_pool_run(s->pool, wscale_task, &wj);
-            B = scaled;
-            scaled += lsq_gemm_packed_floats(pt->cin, pt->cout);
-        }
         lsq_gemm_args g = {
             .M = M, .N = pt->cout, .K = pt->cin,
             .A = in + pt->in_off, .lda = d->cin,
-            .B = B, .bias = c->bias + pt->out_off,
+            .B = c->w[p], .bias = c->bias + pt->out_off,
             .C = out + pt->out_off, .ldc = d->cout,
             .R = res ? res + pt->out_off : NULL, .ldr = d->cout,
             .act = d->act,
         };
-        run_gemm(s, &g);
+        run_gemm(s, &g, fold ? gate + pt->in_off : NULL);
     }
 }
 
@@ -395,7 +402,7 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
         maxact = LSQ_MAX(maxact, (size_t)bp->OH * bp->OW * b->project.cout);
         cmax = LSQ_MAX(cmax, b->dw.cin);
         sums = LSQ_MAX(sums, (size_t)bp->OH * b->dw.cout);
-        bscaled = LSQ_MAX(bscaled, packed_total(&b->project));
+        bscaled = LSQ_MAX(bscaled, max_part_packed(&b->project));
         H = bp->OH;
         W = bp->OW;
     }
@@ -411,7 +418,8 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
     s->hidden = lsq_alloc((size_t)cmax * sizeof(float));
     s->gate = lsq_alloc((size_t)cmax * sizeof(float));
     s->feat = lsq_alloc((size_t)d->num_features * sizeof(float));
-    s->bscaled = lsq_alloc(bscaled * sizeof(float));
+    s->bscaled_floats = (bscaled + 15) & ~(size_t)15;
+    s->bscaled = lsq_alloc((size_t)s->nthreads * s->bscaled_floats * sizeof(float));
     s->band_floats = (band + 15) & ~(size_t)15;
     s->band = lsq_alloc(LSQ_MAX((size_t)s->nthreads * s->band_floats, 1) * sizeof(float));
     if (!s->bscaled || !s->band || !s->col || !s->chsum || !s->pooled || !s->hidden || !s->gate || !s->feat) goto nomem;
@@ -583,7 +591,7 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
         .M = 1, .N = d->num_classes, .K = F, .A = s->feat, .lda = F, .B = m->classifier.w[0],
         .bias = m->classifier.bias, .C = logits, .ldc = d->num_classes, .act = LSQ_ACT_NONE,
     };
-    run_gemm(s, &cl);
+    run_gemm(s, &cl, NULL);
     lsq_prof_mark(s->prof, d->nblocks + 1, LSQ_PROF_HEAD);
     return LSQ_OK;
 }
