@@ -190,12 +190,21 @@ static void run_pointwise(lsq_session *s, const lsq_conv *c, float *in, int M, f
 /* All parts of a (mixed) depthwise conv in one fork-join: each thread runs its rows of every part,
  * so a MixNet layer with five kernel sizes costs one barrier, not five.
  * FIXME(2 threads): mixnet_s's 14x14 and 7x7 stages scale worst (expand + depthwise at 2 threads:
- * 0.71x, 0.91x and 0.67x the 1-thread time for stages 3, 4, 5; 2026-11-27). Not the halo rows read
- * from the other core's cache, as once thought: splitting those layers by channels instead (each
- * thread expands whole column panels and convolves exactly those channels, one fork-join, nothing
- * crossing cores until the projection) measured the same per stage, and so did splitting the
- * depthwise alone by channels, or sharing rows out dynamically. Part of it was the vCPUs' unequal
- * speed, which the pool now tracks (threadpool.c); what remains at 2 threads is still unexplained. */
+ * 0.71x, 0.91x and 0.67x the 1-thread time for stages 3, 4, 5; 2026-11-27). Timing each thread's
+ * part of these depthwise jobs (2026-11-27): a thread with 7 of 14 rows took as long as one thread
+ * with all 14 (38 vs 44 us, 53-75 vs 70 us), and reading its input rows beforehand took 12-16 us
+ * at 2 threads against 3 us at 1, as did touching its output rows: lines last written by the other
+ * core. On these VMs that costs ~10 ns a line (in isolation, a 14x14x480 k5 depthwise whose input
+ * the other core had just written ran in 123 us instead of 50), and which lines cross depends on
+ * how the layers before split the same buffers (row splits of tensors of other sizes, the 7x7
+ * layers' column splits). How much it costs also varies from minute to minute (in one run the
+ * same layers scaled perfectly: 22 us for 7 rows), as the two vCPUs move on the host. Tried: split
+ * by channels instead (each thread expands whole column panels and convolves exactly those
+ * channels): the same per stage; the depthwise alone by channels, or rows shared out dynamically:
+ * the same; a separate output buffer for every layer, so that no line changes owner between
+ * inferences: slower (3.5-4.2 vs 3.4-4.2 ms), the larger footprint costs more than it saves. Not
+ * tried: anchoring every tensor in its buffer so that the split between the threads falls at the
+ * same address in every layer. */
 typedef struct {
     lsq_session *s;
     lsq_dw_args a[LSQ_MAX_PARTS];
