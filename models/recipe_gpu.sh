@@ -18,7 +18,10 @@
 # QAT was done (models/README.md); CI never runs it.
 #
 # Environment: LSQ_GPU_DATA (default /usr/share/datasets/fashion-mnist, or .devdata/ if present),
-# LSQ_GPU_ARCHS (default both), LSQ_GPU_CONFIGS (default all six), LSQ_GPU_MIN_EPOCHS (stop after
+# LSQ_GPU_ARCHS (default both), LSQ_GPU_CONFIGS (default all six), LSQ_GPU_KD (the configurations
+# trained with distillation from the FP32 model, train.py --teacher; default "w2a2 w2a2-lsq": the
+# bundled LSQ+ W2A2 models were, and an LSQ baseline needs the same recipe to be a fair twin; "" for
+# none), LSQ_GPU_MIN_EPOCHS (stop after
 # the probe when fewer epochs fit; default 1), LSQ_GPU_DEVICE (default cuda; cpu with LSQ_GPU_SMOKE=1 checks
 # the script itself here in a minute).
 set -u
@@ -30,6 +33,7 @@ DEV=${LSQ_GPU_DEVICE:-cuda}
 DATA=${LSQ_GPU_DATA:-$([ -d .devdata ] && echo .devdata || echo /usr/share/datasets/fashion-mnist)}
 ARCHS=${LSQ_GPU_ARCHS:-efficientnet_b0 mixnet_s}
 CONFIGS=${LSQ_GPU_CONFIGS:-w8a8 w4a4 w3a3 w2a2 w4a4-lsq w2a2-lsq}
+KD=${LSQ_GPU_KD-w2a2 w2a2-lsq}
 SMOKE=${LSQ_GPU_SMOKE:+--smoke}
 RUNS=$(mktemp -d /tmp/lsq-gpu-runs.XXXXXX)
 LOGS=$RUNS/logs
@@ -59,10 +63,12 @@ if [ "$DEV" = cuda ] && command -v nvidia-cuda-mps-control > /dev/null; then
 fi
 mps_off() { [ $MPS = 1 ] && { echo quit | nvidia-cuda-mps-control; MPS=0; sleep 1; unset CUDA_MPS_PIPE_DIRECTORY; }; }
 
-qat() {  # qat ARCH CFG EXTRA...: one train.py run from the FP32 weights
-    local arch=$1 cfg=$2; shift 2
+qat() {  # qat ARCH CFG EXTRA...: one train.py run from the FP32 weights (and distilled from them, for KD's)
+    local arch=$1 cfg=$2 fp32; shift 2
+    fp32="$RUNS/$arch-fp32/${arch}_fp32.safetensors"
+    case " $KD " in *" $cfg "*) set -- --teacher "$fp32" "$@" ;; esac
     $PY models/train.py qat --arch "$arch" --config "$cfg" --size 32 --threads 1 --device "$DEV" \
-        --init "$RUNS/$arch-fp32/${arch}_fp32.safetensors" --out "$RUNS/$arch-$cfg" --data "$DATA" $SMOKE "$@"
+        --init "$fp32" --out "$RUNS/$arch-$cfg" --data "$DATA" $SMOKE "$@"
 }
 
 probe_all() {  # every configuration at once, 20 timed steps; prints the slowest seconds per step
