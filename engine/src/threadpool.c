@@ -199,24 +199,40 @@ void lsq_pool_free(lsq_pool *p)
     free(p);
 }
 
+/* The split of `units` by p's shares (p NULL, or of another size: even); part of thread tid. */
+static void split_units(const lsq_pool *p, int units, int tid, int nthreads, int *ub, int *ue)
+{
+    if (p && p->n == nthreads && nthreads > 1 && p->share) {
+        float lo = 0.f;
+        for (int i = 0; i < tid; i++) lo += p->share[i]; /* the same sums, in the same order, in every thread */
+        int b = (int)((float)units * lo + 0.5f);
+        int e = tid == nthreads - 1 ? units : (int)((float)units * (lo + p->share[tid]) + 0.5f);
+        b = b > units ? units : b;
+        *ub = b;
+        *ue = e > units ? units : e < b ? b : e;
+    } else {
+        int per = units / nthreads, rem = units % nthreads;
+        *ub = tid * per + (tid < rem ? tid : rem);
+        *ue = *ub + per + (tid < rem ? 1 : 0);
+    }
+}
+
 void lsq_pool_range(int n, int align, int tid, int nthreads, int *b, int *e)
 {
     if (align < 1) align = 1;
     int units = (n + align - 1) / align, ub, ue;
-    lsq_pool *p = cur_pool;
-    if (p && p->n == nthreads && nthreads > 1) { /* inside a job: the pool's shares */
-        float lo = 0.f;
-        for (int i = 0; i < tid; i++) lo += p->share[i]; /* the same sums, in the same order, in every thread */
-        ub = (int)((float)units * lo + 0.5f);
-        ue = tid == nthreads - 1 ? units : (int)((float)units * (lo + p->share[tid]) + 0.5f);
-        ub = ub > units ? units : ub;
-        ue = ue > units ? units : ue < ub ? ub : ue;
-        p->slot[tid].got = units ? (float)(ue - ub) / (float)units : 0.f;
-    } else {
-        int per = units / nthreads, rem = units % nthreads;
-        ub = tid * per + (tid < rem ? tid : rem);
-        ue = ub + per + (tid < rem ? 1 : 0);
-    }
+    lsq_pool *p = cur_pool; /* inside a job: the pool's shares */
+    split_units(p, units, tid, nthreads, &ub, &ue);
+    if (p && p->n == nthreads && nthreads > 1) p->slot[tid].got = units ? (float)(ue - ub) / (float)units : 0.f;
+    *b = ub * align < n ? ub * align : n;
+    *e = ue * align < n ? ue * align : n;
+}
+
+void lsq_pool_next_range(const lsq_pool *p, int n, int align, int tid, int *b, int *e)
+{
+    if (align < 1) align = 1;
+    int units = (n + align - 1) / align, ub, ue, nthreads = p ? p->n : 1;
+    split_units(p, units, tid, nthreads, &ub, &ue);
     *b = ub * align < n ? ub * align : n;
     *e = ue * align < n ? ue * align : n;
 }

@@ -20,4 +20,8 @@ void lsq_pool_free(lsq_pool *p);
  * is what the thread is timed against. Elsewhere: an even split. */
 void lsq_pool_range(int n, int align, int tid, int nthreads, int *b, int *e);
 
+/* The part lsq_pool_range would give thread tid of p's next job (the shares change only after a
+ * job), for laying out a job's output before it runs. */
+void lsq_pool_next_range(const lsq_pool *p, int n, int align, int tid, int *b, int *e);
+
 #endif
