@@ -203,9 +203,10 @@ static void run_pointwise(lsq_session *s, const lsq_conv *c, float *in, int M, f
  * by channels instead (each thread expands whole column panels and convolves exactly those
  * channels): the same per stage; the depthwise alone by channels, or rows shared out dynamically:
  * the same; a separate output buffer for every layer, so that no line changes owner between
- * inferences: slower (3.51-4.64 vs 3.39-4.17 ms, 6 rounds), the larger footprint costs more. Not
- * tried: anchoring every tensor in its buffer so that the split between the threads falls at the
- * same address in every layer. */
+ * inferences: slower (3.51-4.64 vs 3.39-4.17 ms, 6 rounds), the larger footprint costs more.
+ * Kept: placing every tensor so that the split between the threads falls at the same address of
+ * its buffer in every layer (place(), below). What still crosses: the depthwise halo rows, the
+ * 7x7 layers split by columns, the SE squeeze and the head's pooling. */
 typedef struct {
     lsq_session *s;
     lsq_dw_args a[LSQ_MAX_PARTS];
