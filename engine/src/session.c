@@ -115,14 +115,17 @@ static void gemm_task(void *ctx, int tid, int n)
     j->s->k->f32_gemm(&sub, 0, g->M);
 }
 
+/* Few rows (7x7 layers at 224, the classifier): GEMMs split the columns instead. 40 rows per
+ * thread was the best threshold on efficientnet_b0 at 2 threads (24: 0.02-0.5 ms slower per run);
+ * with place() it still is (12, i.e. 7x7 layers by rows: 0.05-0.25 ms slower, 2026-11-27). */
+static int few_rows(const lsq_session *s, int M) { return M < 40 * s->nthreads; }
+
 /* g->B times gate (NULL: none; else scaled into s->bscaled first) */
 static void run_gemm(lsq_session *s, const lsq_gemm_args *g, const float *gate)
 {
     int npanels = (g->N + LSQ_GEMM_NR - 1) / LSQ_GEMM_NR;
     gemm_job j = {s, g, 0, gate, s->bscaled, s->bscaled_floats};
-    /* few rows (7x7 layers at 224, the classifier): split the columns instead; 40 rows per thread
-     * was the best threshold on efficientnet_b0 at 2 threads (24: 0.02-0.5 ms slower per run) */
-    j.by_panels = s->nthreads > 1 && g->M < 40 * s->nthreads && npanels >= s->nthreads;
+    j.by_panels = s->nthreads > 1 && few_rows(s, g->M) && npanels >= s->nthreads;
     if (s->nthreads == 1)
         gemm_task(&j, 0, 1);
     else
@@ -570,7 +573,7 @@ static float *place(const lsq_session *s, int k, int items, int align, size_t it
  * groups of 4; with few rows, by columns: then any place will do). */
 static float *place_gemm(const lsq_session *s, int k, int M, int N)
 {
-    return M < 40 * s->nthreads ? place(s, k, 2, 1, (size_t)M * N / 2) : place(s, k, M, 4, (size_t)N);
+    return few_rows(s, M) ? place(s, k, 2, 1, (size_t)M * N / 2) : place(s, k, M, 4, (size_t)N);
 }
 
 lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
