@@ -207,6 +207,9 @@ static void run_pointwise(lsq_session *s, const lsq_conv *c, float *in, int M, f
  * channels): the same per stage; the depthwise alone by channels, or rows shared out dynamically:
  * the same; a separate output buffer for every layer, so that no line changes owner between
  * inferences: slower (3.51-4.64 vs 3.39-4.17 ms, 6 rounds), the larger footprint costs more.
+ * 7x7 depthwise split by channels, the ones its column-split expansion wrote (efficientnet_b0
+ * blocks 5-6: depthwise 0.42-0.45 -> 0.38-0.39 ms), but the projection after it got slower by more
+ * (0.65-0.71 -> 0.85 ms; its in-place SE scaling by channels too), 2026-11-27: dropped.
  * Kept: placing every tensor so that the split between the threads falls at the same address of
  * its buffer in every layer (place(), below). What still crosses: the depthwise halo rows, the
  * 7x7 layers split by columns, the SE squeeze and the head's pooling. */
