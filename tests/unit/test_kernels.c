@@ -288,8 +288,14 @@ static void test_pool_adaptive(void)
     CHECK(p != NULL);
     if (!p) return;
     skew_job j = {.units = 400};
-    int jobs = 0;
-    for (; jobs < 60; jobs++) lsq_pool_run(p, skew_task, &j);
+    int jobs = 0, predicted = 0;
+    for (; jobs < 60; jobs++) {
+        int b, e; /* what placement relies on: the part predicted before a job is the one it gets */
+        lsq_pool_next_range(p, j.units, 1, 1, &b, &e);
+        lsq_pool_run(p, skew_task, &j);
+        predicted += b == j.b1 && e == j.e1;
+    }
+    CHECK(predicted == jobs);
     for (int i = 0; i < j.units; i++) CHECK(j.hits[i] == jobs);
     double share1 = (double)(j.e1 - j.b1) / j.units; /* 0.25 balances 3x; an even split is 0.5 */
     if (!(share1 < 0.4)) printf("#   thread 1's share after %d jobs: %.3f\n", jobs, share1);
