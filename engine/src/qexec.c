@@ -49,6 +49,7 @@ struct lsq_qexec {
     float *xf[2];             /* block outputs (the residual stream), NHWC float */
     uint8_t *xq, *eq, *pq;    /* codes: block input, expanded tensor, projection input */
     float *df;                /* depthwise output of SE blocks; the head's output */
+    size_t mid;               /* > 1 thread: elements into each of the above where the threads' halves meet */
     uint8_t *inq, *inhwc, *col; /* network input codes (planar, then HWC), stem im2col codes */
     stem_border *border;      /* the stem's border rectangles */
     int nborder;
@@ -304,21 +305,42 @@ static int plan_stem_borders(lsq_qexec *q)
     return ok;
 }
 
-static void run_stem(lsq_qexec *q, const float *input)
+/* ==== tensor placement =========================================================================
+ * As in session.c (place()): with several threads, a job's output goes where the upper half of the
+ * threads' part starts q->mid elements into its buffer, so that each thread keeps writing its own
+ * side of every buffer instead of lines the other core wrote last. Returns the element offset. */
+static size_t place(const lsq_qexec *q, int items, int align, size_t item_elems)
+{
+    if (q->nthreads == 1) return 0;
+    int b, e;
+    lsq_pool_next_range(q->pool, items, align, q->nthreads / 2, &b, &e);
+    return q->mid - (((size_t)b * item_elems + 63) & ~(size_t)63);
+}
+
+/* The output of run_gemm: M rows of N, split in groups of 12 rows (or not at all). */
+static size_t place_gemm(const lsq_qexec *q, int M, int N)
+{
+    return M < 24 * q->nthreads ? place(q, 2, 1, (size_t)M * N / 2) : place(q, M, 12, (size_t)N);
+}
+
+/* Returns the offset of its outputs in q->xq (and q->xf[0]). */
+static size_t run_stem(lsq_qexec *q, const float *input)
 {
     const lsq_model *m = q->m;
     const lsq_conv *next = first_conv(m, 0);
     stem_input(q, input);
     trace_codes(q, &m->stem, q->inhwc, (size_t)q->H * q->W * 3); /* the reference traces NHWC */
     lsq_pool_run(q->pool, im2col_task, q); /* one thread: a direct call */
-    float *C = q->stem_float ? q->xf[0] : NULL;
+    const size_t o = place_gemm(q, q->SH * q->SW, m->def.stem.cout);
+    float *C = q->stem_float ? q->xf[0] + o : NULL;
     lsq_q8_gemm_args g = {
         .M = q->SH * q->SW, .N = m->def.stem.cout, .K = q->stem_K, .A = q->col, .lda = q->stem_lda,
         .B = m->stem.qw[0], .ibias = m->stem.qibias, .mult = m->stem.qmult, .add = m->stem.qadd, .C = C,
-        .ldc = m->def.stem.cout, .Q = q->xq, .ldq = m->def.stem.cout, .q = requant_of(next), .act = m->def.stem.act,
+        .ldc = m->def.stem.cout, .Q = q->xq + o, .ldq = m->def.stem.cout, .q = requant_of(next), .act = m->def.stem.act,
     };
     run_gemm(q, &g, 1);
     stem_borders(q, &g);
+    return o;
 }
 
 /* ==== blocks =================================================================================== */
@@ -363,46 +385,54 @@ void lsq_qexec_run(lsq_qexec *q, const float *input, float *logits)
     const lsq_model *m = q->m;
     const lsq_net_def *d = &m->def;
     lsq_prof_begin(q->prof);
-    run_stem(q, input);
+    size_t xo = run_stem(q, input); /* where the block input is, in q->xq and q->xf[x] */
     lsq_prof_mark(q->prof, 0, LSQ_PROF_STEM);
     int x = 0; /* xf[x] holds the block input's floats (when a skip needs them) */
     for (int i = 0; i < d->nblocks; i++) {
         const lsq_block_def *bd = &d->blocks[i];
         const lsq_block *b = &m->blocks[i];
         const qblock *qb = &q->qb[i];
-        const uint8_t *dw_in = q->xq;
+        const uint8_t *xq = q->xq + xo, *dw_in = xq;
         if (bd->has_expand) {
-            trace_codes(q, &b->expand, q->xq, (size_t)qb->H * qb->W * bd->expand.cin);
-            run_pointwise(q, &b->expand, q->xq, qb->H * qb->W, NULL, NULL, q->eq, &b->dw);
-            dw_in = q->eq;
+            uint8_t *eq = q->eq + place_gemm(q, qb->H * qb->W, bd->dw.cin);
+            trace_codes(q, &b->expand, xq, (size_t)qb->H * qb->W * bd->expand.cin);
+            run_pointwise(q, &b->expand, xq, qb->H * qb->W, NULL, NULL, eq, &b->dw);
+            dw_in = eq;
             lsq_prof_mark(q->prof, i + 1, LSQ_PROF_EXPAND);
         }
         trace_codes(q, &b->dw, dw_in, (size_t)qb->H * qb->W * bd->dw.cin);
         int M = qb->OH * qb->OW, C = bd->dw.cout;
+        uint8_t *pq;
         if (bd->has_se) {
-            run_depthwise(q, &b->dw, qb, dw_in, q->df, NULL, NULL, 1);
+            float *df = q->df + place(q, qb->OH, 1, (size_t)qb->OW * C);
+            run_depthwise(q, &b->dw, qb, dw_in, df, NULL, NULL, 1);
             lsq_prof_mark(q->prof, i + 1, LSQ_PROF_DW);
             run_se(q, b, C);
-            lsq_q8_quant_args ga = {.x = q->df, .gate = q->gate, .M = M, .C = C, .Q = q->pq, .q = requant_of(&b->project)};
+            pq = q->pq + (M < 4 * q->nthreads ? place(q, 2, 1, (size_t)M * C / 2) : place(q, M, 1, (size_t)C));
+            lsq_q8_quant_args ga = {.x = df, .gate = q->gate, .M = M, .C = C, .Q = pq, .q = requant_of(&b->project)};
             run_quantize(q, &ga);
             lsq_prof_mark(q->prof, i + 1, LSQ_PROF_SE);
         } else {
-            run_depthwise(q, &b->dw, qb, dw_in, NULL, q->pq, &b->project, 0);
+            pq = q->pq + place(q, qb->OH, 1, (size_t)qb->OW * C);
+            run_depthwise(q, &b->dw, qb, dw_in, NULL, pq, &b->project, 0);
             lsq_prof_mark(q->prof, i + 1, LSQ_PROF_DW);
         }
-        trace_codes(q, &b->project, q->pq, (size_t)M * C);
+        trace_codes(q, &b->project, pq, (size_t)M * C);
         /* the projection writes the next layer's codes over the block input's (dead by now) */
-        run_pointwise(q, &b->project, q->pq, M, qb->out_float ? q->xf[x ^ 1] : NULL, bd->skip ? q->xf[x] : NULL, q->xq,
-                      first_conv(m, i + 1));
+        const size_t po = place_gemm(q, M, bd->project.cout);
+        run_pointwise(q, &b->project, pq, M, qb->out_float ? q->xf[x ^ 1] + po : NULL, bd->skip ? q->xf[x] + xo : NULL,
+                      q->xq + po, first_conv(m, i + 1));
         lsq_prof_mark(q->prof, i + 1, LSQ_PROF_PROJECT);
         x ^= 1;
+        xo = po;
     }
     int M = q->FH * q->FW, F = d->num_features;
-    trace_codes(q, &m->head, q->xq, (size_t)M * d->head.cin);
-    run_pointwise(q, &m->head, q->xq, M, q->df, NULL, NULL, NULL);
+    float *head = q->df + place_gemm(q, M, F);
+    trace_codes(q, &m->head, q->xq + xo, (size_t)M * d->head.cin);
+    run_pointwise(q, &m->head, q->xq + xo, M, head, NULL, NULL, NULL);
     memset(q->feat, 0, (size_t)F * sizeof(float));
     for (int p = 0; p < M; p++)
-        for (int c = 0; c < F; c++) q->feat[c] += q->df[(size_t)p * F + c];
+        for (int c = 0; c < F; c++) q->feat[c] += head[(size_t)p * F + c];
     for (int c = 0; c < F; c++) q->feat[c] /= (float)M;
     lsq_q8_quant_args fa = {.x = q->feat, .M = 1, .C = F, .Q = q->sq, .q = requant_of(&m->classifier)};
     q->k->q8_quantize(&fa, 0, 1);
@@ -456,10 +486,11 @@ lsq_status lsq_qexec_create(const lsq_model *m, int H, int W, int nthreads, lsq_
     q->FW = w;
     maxact = LSQ_MAX(maxact, (size_t)h * w * d->num_features);
     q->cmax = cmax;
-    size_t codes = maxact + LSQ_Q8_AREAD_PAD + 64;
-    q->xf[0] = lsq_alloc(maxact * sizeof(float));
-    q->xf[1] = lsq_alloc(maxact * sizeof(float));
-    q->df = lsq_alloc(maxact * sizeof(float));
+    q->mid = q->nthreads > 1 ? (maxact + 63) & ~(size_t)63 : 0; /* place() */
+    size_t codes = q->mid + maxact + LSQ_Q8_AREAD_PAD + 64;
+    q->xf[0] = lsq_alloc((q->mid + maxact) * sizeof(float));
+    q->xf[1] = lsq_alloc((q->mid + maxact) * sizeof(float));
+    q->df = lsq_alloc((q->mid + maxact) * sizeof(float));
     q->xq = lsq_alloc(codes);
     q->eq = lsq_alloc(codes);
     q->pq = lsq_alloc(codes);
