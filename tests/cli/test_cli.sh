@@ -94,13 +94,16 @@ check integer_avx2_kernels_agree cmp_logits "$T/yq_avx2.f32" "$T/yq_best.f32"
 "$LSQ" infer --model "$T/q1.st" --input "$T/xq.f32" --shape 2,3,32,32 --output "$T/yq_t2.f32" --threads 2
 check integer_threads_identical cmp "$T/yq_t2.f32" "$T/yq_best.f32"
 # 224x224: layers long enough for the pool to move its shares between them, MixNet's fused
-# expand+depthwise bands and mixed kernels; float and integer paths, 1 and 2 threads, bit for bit
+# expand+depthwise bands and mixed kernels; float and integer paths, 1, 2 and 3 threads, bit for
+# bit (with more than one thread every tensor is placed by the split of the job that writes it:
+# with 3, by where thread 1's part starts)
 $PY -c "import numpy as np; np.random.seed(3); np.random.randn(1,3,224,224).astype('<f4').tofile('$T/x224.f32')"
 for m in mixnet_s q1; do  # FP32 and its W4A4
-    for t in 1 2; do
+    for t in 1 2 3; do
         "$LSQ" infer --model "$T/$m.st" --input "$T/x224.f32" --shape 1,3,224,224 --output "$T/y224_${m}_$t.f32" --threads $t
     done
     check threads_identical_224_$m cmp "$T/y224_${m}_1.f32" "$T/y224_${m}_2.f32"
+    check threads3_identical_224_$m cmp "$T/y224_${m}_1.f32" "$T/y224_${m}_3.f32"
 done
 "$LSQ" bench --arch mixnet_s --config w4a4 --size 64 --iters 3 --warmup 1 --json >"$T/benchq.json" 2>"$T/benchq.err"
 check bench_quantized_json $PY -c "
