@@ -286,8 +286,40 @@ static void check_quantize(int M, int C)
     lsq_free(x), lsq_free(gate), lsq_free(Q), lsq_free(Q2);
 }
 
+/* The network input in one pass (q8_quantize_hwc3, where a level has it): codes of 3 planes
+ * interleaved to pixels, equal to the scalar quantizer's codes plane by plane; n with a vector
+ * tail, split into two calls; bytes past the last pixel untouched. */
+static void check_quantize_hwc3(int n)
+{
+    float *x = lsq_alloc((size_t)3 * n * 4);
+    uint8_t *planes = lsq_alloc((size_t)3 * n), *out = lsq_alloc((size_t)3 * n + 64);
+    for (int i = 0; i < 3 * n; i++) x[i] = (float)((int)(rnd() % 4000) - 2000) / 300;
+    x[0] = 0.25f, x[n] = -0.075f; /* (x - offset) / scale = 3 and -3.5 (ties to even: -4) */
+    const lsq_q8_requant q = {.scale = 0.05f, .offset = 0.1f, .qmin = -128, .qmax = 127};
+    lsq_q8_quant_args a = {.x = x, .M = 3, .C = n, .Q = planes, .q = q};
+    lsq_q8_kernels_scalar.q8_quantize(&a, 0, 3);
+    CHECK(planes[0] == 128 + 3 && planes[n] == 128 - 4);
+    for (int l = -1; l < nlevels; l++) {
+        const lsq_q8_kernels *k = l < 0 ? &lsq_q8_kernels_scalar : levels[l];
+        if (!k->q8_quantize_hwc3) continue;
+        memset(out, 0xAA, (size_t)3 * n + 64);
+        k->q8_quantize_hwc3(x, n, &q, out, 0, n / 3);
+        k->q8_quantize_hwc3(x, n, &q, out, n / 3, n);
+        int same = 1;
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < 3; c++) same &= out[3 * i + c] == planes[(size_t)c * n + i];
+        for (int i = 3 * n; i < 3 * n + 64; i++) same &= out[i] == 0xAA;
+        if (!same) printf("#   %s quantize_hwc3 n=%d differs\n", k->name, n);
+        CHECK(same);
+    }
+    lsq_free(x), lsq_free(planes), lsq_free(out);
+}
+
 static void test_q8_quantize(void)
 {
+    check_quantize_hwc3(1000);
+    check_quantize_hwc3(37);
+    check_quantize_hwc3(16);
     check_quantize(7, 37);
     check_quantize(5, 8);
     check_quantize(4, 3);

@@ -109,6 +109,10 @@ typedef struct {
     void (*q8_gemm)(const lsq_q8_gemm_args *a, int m0, int m1);
     void (*q8_dwconv)(const lsq_q8_dw_args *a, int oy0, int oy1, float *chsum);
     void (*q8_quantize)(const lsq_q8_quant_args *a, int m0, int m1);
+    /* The network input: codes of 3 planes of n floats (x + c * n) interleaved to pixels, out[3 * i
+     * + c] (code - qmin, lsq_q8_code); pixels [i0, i1). NULL where quantizing the planes and
+     * interleaving them separately is as fast. */
+    void (*q8_quantize_hwc3)(const float *x, int n, const lsq_q8_requant *q, uint8_t *out, int i0, int i1);
 } lsq_q8_kernels;
 
 extern const lsq_q8_kernels lsq_q8_kernels_scalar;

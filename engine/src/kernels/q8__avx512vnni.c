@@ -210,9 +210,34 @@ static void q8_quantize__avx512vnni(const lsq_q8_quant_args *a, int m0, int m1)
     }
 }
 
+/* 16 pixels at a time: the three planes' codes as int32 lanes, merged to r | g << 8 | b << 16,
+ * vpshufb packs each 128-bit lane's four pixels into 12 bytes and vpermd the four lanes' 12 bytes
+ * into the low 48, stored with a byte mask (also the tail's). */
+static void q8_quantize_hwc3__avx512vnni(const float *x, int n, const lsq_q8_requant *q, uint8_t *out, int i0, int i1)
+{
+    const __m512 qb = _mm512_set1_ps(q->offset), qs = _mm512_set1_ps(q->scale);
+    const __m512 qmin = _mm512_set1_ps((float)q->qmin), qmax = _mm512_set1_ps((float)q->qmax);
+    const __m512i pack = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 3, 7, 11, 15);
+    for (int i = i0; i < i1; i += 16) {
+        const int m = i1 - i < 16 ? i1 - i : 16;
+        const __mmask16 mask = lsq_mask16(m);
+        __m512i v = _mm512_setzero_si512();
+        for (int c = 0; c < 3; c++) {
+            __m512 u = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + (size_t)c * n + i), qb), qs);
+            u = _mm512_roundscale_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            u = _mm512_sub_ps(_mm512_min_ps(_mm512_max_ps(u, qmin), qmax), qmin); /* exact: small integers */
+            v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_cvtps_epi32(u), 8 * c));
+        }
+        v = _mm512_permutexvar_epi32(lanes, _mm512_shuffle_epi8(v, pack));
+        _mm512_mask_storeu_epi8(out + 3 * (size_t)i, m == 16 ? (__mmask64)0xFFFFFFFFFFFFull : ((__mmask64)1 << (3 * m)) - 1, v);
+    }
+}
+
 const lsq_q8_kernels lsq_q8_kernels_avx512vnni = {
     .name = "avx512vnni",
     .q8_gemm = q8_gemm__avx512vnni,
     .q8_dwconv = q8_dwconv__avx512vnni,
     .q8_quantize = q8_quantize__avx512vnni,
+    .q8_quantize_hwc3 = q8_quantize_hwc3__avx512vnni,
 };

@@ -77,9 +77,16 @@ static void q8_quantize__scalar(const lsq_q8_quant_args *a, int m0, int m1)
         }
 }
 
+static void q8_quantize_hwc3__scalar(const float *x, int n, const lsq_q8_requant *q, uint8_t *out, int i0, int i1)
+{
+    for (int i = i0; i < i1; i++)
+        for (int c = 0; c < 3; c++) out[3 * (size_t)i + c] = lsq_q8_code(q, x[(size_t)c * n + i]);
+}
+
 const lsq_q8_kernels lsq_q8_kernels_scalar = {
     .name = "scalar",
     .q8_gemm = q8_gemm__scalar,
     .q8_dwconv = q8_dwconv__scalar,
     .q8_quantize = q8_quantize__scalar,
+    .q8_quantize_hwc3 = q8_quantize_hwc3__scalar,
 };
