@@ -10,13 +10,13 @@
 #include "math__avx512.h"
 #include "q8.h"
 
-/* Codes of 16 floats: round half to even of (y - offset) / scale, clamped to [0, qmax] (unsigned
- * grids; q8_quantize also handles a signed one). */
+/* Codes of 16 floats: (y - offset) / scale clamped to [0, qmax] (unsigned grids; q8_quantize also
+ * handles a signed one), then rounded half to even by the conversion itself (embedded rounding,
+ * whatever MXCSR says): clamping first gives the same code, the bounds being integers. */
 static inline __m128i q8_codes512(__m512 y, __m512 qb, __m512 qs, __m512 qmax)
 {
-    __m512 u = _mm512_roundscale_ps(_mm512_div_ps(_mm512_sub_ps(y, qb), qs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    u = _mm512_min_ps(_mm512_max_ps(u, _mm512_setzero_ps()), qmax);
-    return _mm512_cvtusepi32_epi8(_mm512_cvtps_epu32(u));
+    __m512 u = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_sub_ps(y, qb), qs), _mm512_setzero_ps()), qmax);
+    return _mm512_cvtepi32_epi8(_mm512_cvt_roundps_epi32(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
 /* ==== GEMM ===================================================================================== */
@@ -196,6 +196,7 @@ static void q8_quantize__avx512vnni(const lsq_q8_quant_args *a, int m0, int m1)
 {
     const __m512 qb = _mm512_set1_ps(a->q.offset), qs = _mm512_set1_ps(a->q.scale);
     const __m512 qmin = _mm512_set1_ps((float)a->q.qmin), qmax = _mm512_set1_ps((float)a->q.qmax);
+    const __m512i qmin_i = _mm512_set1_epi32(a->q.qmin);
     for (int m = m0; m < m1; m++) {
         const float *x = a->x + (size_t)m * a->C;
         uint8_t *q = a->Q + (size_t)m * a->C;
@@ -203,9 +204,9 @@ static void q8_quantize__avx512vnni(const lsq_q8_quant_args *a, int m0, int m1)
             __mmask16 mask = lsq_mask16(a->C - c);
             __m512 v = _mm512_maskz_loadu_ps(mask, x + c);
             if (a->gate) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, a->gate + c));
-            __m512 u = _mm512_roundscale_ps(_mm512_div_ps(_mm512_sub_ps(v, qb), qs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            u = _mm512_sub_ps(_mm512_min_ps(_mm512_max_ps(u, qmin), qmax), qmin); /* exact: small integers */
-            _mm_mask_storeu_epi8(q + c, mask, _mm512_cvtusepi32_epi8(_mm512_cvtps_epu32(u)));
+            __m512 u = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_sub_ps(v, qb), qs), qmin), qmax);
+            __m512i i = _mm512_cvt_roundps_epi32(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); /* as q8_codes512 */
+            _mm_mask_storeu_epi8(q + c, mask, _mm512_cvtepi32_epi8(_mm512_sub_epi32(i, qmin_i)));
         }
     }
 }
