@@ -56,6 +56,8 @@ struct lsq_qexec {
     float *chsum;             /* [OH][C]: depthwise channel sums per output row (the SE squeeze) */
     float *pooled, *hidden, *gate, *feat;
     uint8_t *sq;              /* codes of 1-row inputs: SE and classifier */
+    uint8_t *ablk;            /* per thread: QBLK rows of gated projection-input codes (gemm_rows) */
+    size_t ablk_stride;
     int cmax;
     lsq_trace_fn trace;
     void *trace_user;
@@ -86,34 +88,69 @@ static void trace_codes(const lsq_qexec *q, const lsq_conv *c, const uint8_t *co
 
 /* ==== parallel drivers ========================================================================= */
 
-/* GEMMs over the same rows (the groups of a grouped 1x1 conv) in one fork-join, split by rows. */
+/* GEMMs over the same rows (the groups of a grouped 1x1 conv) in one fork-join, split by rows.
+ * With `pre` (the SE-gated projection input), each thread first quantizes its rows of pre's floats,
+ * QBLK at a time, into its own scratch, and the GEMMs read the codes from there while they are in
+ * L1/L2: the same codes as quantizing the whole tensor first (same kernel, same values), without
+ * writing them out and reading them back, and with one fork-join instead of two. The GEMMs' A then
+ * points into `a0` only to give each group's column offset. */
+#define QBLK 96
+
 typedef struct {
     const lsq_qexec *q;
     const lsq_q8_gemm_args *g;
     int n;
+    const lsq_q8_quant_args *pre;
+    const uint8_t *a0;
 } gemm_job;
+
+static void gemm_rows(const gemm_job *j, int tid, int b, int e)
+{
+    if (!j->pre) {
+        for (int i = 0; i < j->n && b < e; i++) j->q->k->q8_gemm(&j->g[i], b, e);
+        return;
+    }
+    const lsq_q8_quant_args *pre = j->pre;
+    uint8_t *scratch = j->q->ablk + (size_t)tid * j->q->ablk_stride;
+    for (int m = b; m < e; m += QBLK) {
+        const int rows = LSQ_MIN(QBLK, e - m);
+        lsq_q8_quant_args qa = *pre;
+        qa.x = pre->x + (size_t)m * pre->C, qa.M = rows, qa.Q = scratch;
+        j->q->k->q8_quantize(&qa, 0, rows);
+        for (int i = 0; i < j->n; i++) {
+            lsq_q8_gemm_args g = j->g[i];
+            g.A = scratch + (j->g[i].A - j->a0), g.lda = pre->C, g.M = rows;
+            if (g.C) g.C += (size_t)m * g.ldc;
+            if (g.R) g.R += (size_t)m * g.ldr;
+            if (g.Q) g.Q += (size_t)m * g.ldq;
+            j->q->k->q8_gemm(&g, 0, rows);
+        }
+    }
+}
 
 static void gemm_task(void *ctx, int tid, int n)
 {
     const gemm_job *j = ctx;
     int b, e;
     lsq_pool_range(j->g[0].M, 12, tid, n, &b, &e);
-    for (int i = 0; i < j->n && b < e; i++) j->q->k->q8_gemm(&j->g[i], b, e);
+    gemm_rows(j, tid, b, e);
 }
 
-static void run_gemm(const lsq_qexec *q, const lsq_q8_gemm_args *g, int n)
+static void run_gemm_pre(const lsq_qexec *q, const lsq_q8_gemm_args *g, int n, const lsq_q8_quant_args *pre,
+                         const uint8_t *a0)
 {
-    if (q->nthreads == 1 || g[0].M < 24 * q->nthreads) {
-        for (int i = 0; i < n; i++) q->k->q8_gemm(&g[i], 0, g[i].M);
-        return;
-    }
-    gemm_job j = {q, g, n};
-    lsq_pool_run(q->pool, gemm_task, &j);
+    gemm_job j = {q, g, n, pre, a0};
+    if (q->nthreads == 1 || g[0].M < 24 * q->nthreads)
+        gemm_rows(&j, 0, 0, g[0].M);
+    else
+        lsq_pool_run(q->pool, gemm_task, &j);
 }
+
+static void run_gemm(const lsq_qexec *q, const lsq_q8_gemm_args *g, int n) { run_gemm_pre(q, g, n, NULL, NULL); }
 
 /* A 1x1 conv (all its groups) or the classifier: codes A [M][cin] -> C floats and/or Q codes. */
-static void run_pointwise(const lsq_qexec *q, const lsq_conv *c, const uint8_t *A, int M, float *C, const float *R,
-                          uint8_t *Q, const lsq_conv *next)
+static void run_pointwise_pre(const lsq_qexec *q, const lsq_conv *c, const uint8_t *A, int M, float *C,
+                              const float *R, uint8_t *Q, const lsq_conv *next, const lsq_q8_quant_args *pre)
 {
     const lsq_conv_def *d = c->def;
     lsq_q8_gemm_args g[LSQ_MAX_PARTS];
@@ -127,7 +164,13 @@ static void run_pointwise(const lsq_qexec *q, const lsq_conv *c, const uint8_t *
             .q = next ? requant_of(next) : (lsq_q8_requant){.scale = 1.f}, .act = d->act,
         };
     }
-    run_gemm(q, g, d->nparts);
+    run_gemm_pre(q, g, d->nparts, pre, A);
+}
+
+static void run_pointwise(const lsq_qexec *q, const lsq_conv *c, const uint8_t *A, int M, float *C, const float *R,
+                          uint8_t *Q, const lsq_conv *next)
+{
+    run_pointwise_pre(q, c, A, M, C, R, Q, next, NULL);
 }
 
 /* All parts of a (mixed) depthwise conv in one fork-join: each thread runs its rows of every part
@@ -412,25 +455,29 @@ void lsq_qexec_run(lsq_qexec *q, const float *input, float *logits)
         trace_codes(q, &b->dw, dw_in, (size_t)qb->H * qb->W * bd->dw.cin);
         int M = qb->OH * qb->OW, C = bd->dw.cout;
         uint8_t *pq;
+        lsq_q8_quant_args ga, *pre = NULL;
         if (bd->has_se) {
             float *df = q->df + place(q, qb->OH, 1, (size_t)qb->OW * C);
             run_depthwise(q, &b->dw, qb, dw_in, df, NULL, NULL, 1);
             lsq_prof_mark(q->prof, i + 1, LSQ_PROF_DW);
             run_se(q, b, C);
             pq = q->pq + (M < 4 * q->nthreads ? place(q, 2, 1, (size_t)M * C / 2) : place(q, M, 1, (size_t)C));
-            lsq_q8_quant_args ga = {.x = df, .gate = q->gate, .M = M, .C = C, .Q = pq, .q = requant_of(&b->project)};
-            run_quantize(q, &ga);
+            ga = (lsq_q8_quant_args){.x = df, .gate = q->gate, .M = M, .C = C, .Q = pq, .q = requant_of(&b->project)};
+            if (q->trace) /* the codes as a whole tensor, for the trace */
+                run_quantize(q, &ga);
+            else /* quantized by the projection's GEMM job, row block by row block */
+                pre = &ga;
             lsq_prof_mark(q->prof, i + 1, LSQ_PROF_SE);
         } else {
             pq = q->pq + place(q, qb->OH, 1, (size_t)qb->OW * C);
             run_depthwise(q, &b->dw, qb, dw_in, NULL, pq, &b->project, 0);
             lsq_prof_mark(q->prof, i + 1, LSQ_PROF_DW);
         }
-        trace_codes(q, &b->project, pq, (size_t)M * C);
+        if (!pre) trace_codes(q, &b->project, pq, (size_t)M * C);
         /* the projection writes the next layer's codes over the block input's (dead by now) */
         const size_t po = place_gemm(q, M, bd->project.cout);
-        run_pointwise(q, &b->project, pq, M, qb->out_float ? q->xf[x ^ 1] + po : NULL, bd->skip ? q->xf[x] + xo : NULL,
-                      q->xq + po, first_conv(m, i + 1));
+        run_pointwise_pre(q, &b->project, pq, M, qb->out_float ? q->xf[x ^ 1] + po : NULL,
+                          bd->skip ? q->xf[x] + xo : NULL, q->xq + po, first_conv(m, i + 1), pre);
         lsq_prof_mark(q->prof, i + 1, LSQ_PROF_PROJECT);
         x ^= 1;
         xo = po;
@@ -512,11 +559,14 @@ lsq_status lsq_qexec_create(const lsq_model *m, int H, int W, int nthreads, lsq_
     q->gate = lsq_alloc((size_t)cmax * sizeof(float));
     q->feat = lsq_alloc((size_t)cmax * sizeof(float));
     q->sq = lsq_alloc((size_t)cmax + LSQ_Q8_AREAD_PAD + 64);
+    q->ablk_stride = ((size_t)QBLK * cmax + LSQ_Q8_AREAD_PAD + 63) & ~(size_t)63;
+    q->ablk = lsq_alloc((size_t)q->nthreads * q->ablk_stride);
     if (!plan_stem_borders(q) || !q->xf[0] || !q->xf[1] || !q->df || !q->xq || !q->eq || !q->pq || !q->inq || !q->inhwc || !q->col || !q->chsum ||
-        !q->pooled || !q->hidden || !q->gate || !q->feat || !q->sq)
+        !q->pooled || !q->hidden || !q->gate || !q->feat || !q->sq || !q->ablk)
         goto nomem;
     /* codes past a row's end are read (times zero weights) by the GEMM: keep them initialised */
     memset(q->xq, 0, codes), memset(q->eq, 0, codes), memset(q->pq, 0, codes), memset(q->sq, 0, (size_t)cmax + 68);
+    memset(q->ablk, 0, (size_t)q->nthreads * q->ablk_stride);
     if (!(q->pool = lsq_pool_create(q->nthreads))) {
         lsq_qexec_free(q);
         return lsq_fail(err, LSQ_ERR_NOMEM, "cannot start %d threads", nthreads);
@@ -545,7 +595,7 @@ void lsq_qexec_free(lsq_qexec *q)
     lsq_free(q->xf[0]), lsq_free(q->xf[1]), lsq_free(q->df);
     for (int b = 0; b < q->nborder; b++) lsq_free(q->border[b].add);
     free(q->border);
-    lsq_free(q->xq), lsq_free(q->eq), lsq_free(q->pq), lsq_free(q->inq), lsq_free(q->inhwc), lsq_free(q->col);
+    lsq_free(q->ablk), lsq_free(q->xq), lsq_free(q->eq), lsq_free(q->pq), lsq_free(q->inq), lsq_free(q->inhwc), lsq_free(q->col);
     lsq_free(q->chsum), lsq_free(q->pooled), lsq_free(q->hidden), lsq_free(q->gate), lsq_free(q->feat), lsq_free(q->sq);
     free(q->qb);
     free(q);

@@ -105,6 +105,11 @@ for m in mixnet_s q1; do  # FP32 and its W4A4
     check threads_identical_224_$m cmp "$T/y224_${m}_1.f32" "$T/y224_${m}_2.f32"
     check threads3_identical_224_$m cmp "$T/y224_${m}_1.f32" "$T/y224_${m}_3.f32"
 done
+# the integer path quantizes the SE-gated projection inputs inside the projection's GEMM job,
+# block by block, except when tracing (the trace needs the whole tensor): the same logits
+"$LSQ" infer --model "$T/q1.st" --input "$T/x224.f32" --shape 1,3,224,224 --output "$T/y224_q1_tr.f32" \
+    --trace "$T/q1.trace" --threads 2
+check integer_fused_gate_equals_traced cmp "$T/y224_q1_2.f32" "$T/y224_q1_tr.f32"
 "$LSQ" bench --arch mixnet_s --config w4a4 --size 64 --iters 3 --warmup 1 --json >"$T/benchq.json" 2>"$T/benchq.err"
 check bench_quantized_json $PY -c "
 import json; d=json.load(open('$T/benchq.json')); f=json.load(open('$T/bench.json'))
