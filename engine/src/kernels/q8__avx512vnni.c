@@ -192,11 +192,28 @@ static void q8_dwconv__avx512vnni(const lsq_q8_dw_args *a, int oy0, int oy1, flo
 
 /* ==== quantize ================================================================================= */
 
+/* The constants of lsq_q8_code on any grid (the input's is signed). */
+typedef struct {
+    __m512 qb, qs, qmin, qmax;
+    __m512i qmin_i;
+} q8_grid_any;
+
+static inline q8_grid_any q8_grid_any_of(const lsq_q8_requant *q)
+{
+    return (q8_grid_any){_mm512_set1_ps(q->offset), _mm512_set1_ps(q->scale), _mm512_set1_ps((float)q->qmin),
+                         _mm512_set1_ps((float)q->qmax), _mm512_set1_epi32(q->qmin)};
+}
+
+/* code - qmin of 16 floats, as int32 lanes: clamped, then rounded by the conversion (as q8_codes512) */
+static inline __m512i q8_codes_any512(__m512 v, const q8_grid_any *g)
+{
+    __m512 u = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_sub_ps(v, g->qb), g->qs), g->qmin), g->qmax);
+    return _mm512_sub_epi32(_mm512_cvt_roundps_epi32(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), g->qmin_i);
+}
+
 static void q8_quantize__avx512vnni(const lsq_q8_quant_args *a, int m0, int m1)
 {
-    const __m512 qb = _mm512_set1_ps(a->q.offset), qs = _mm512_set1_ps(a->q.scale);
-    const __m512 qmin = _mm512_set1_ps((float)a->q.qmin), qmax = _mm512_set1_ps((float)a->q.qmax);
-    const __m512i qmin_i = _mm512_set1_epi32(a->q.qmin);
+    const q8_grid_any g = q8_grid_any_of(&a->q);
     for (int m = m0; m < m1; m++) {
         const float *x = a->x + (size_t)m * a->C;
         uint8_t *q = a->Q + (size_t)m * a->C;
@@ -204,9 +221,7 @@ static void q8_quantize__avx512vnni(const lsq_q8_quant_args *a, int m0, int m1)
             __mmask16 mask = lsq_mask16(a->C - c);
             __m512 v = _mm512_maskz_loadu_ps(mask, x + c);
             if (a->gate) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, a->gate + c));
-            __m512 u = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_sub_ps(v, qb), qs), qmin), qmax);
-            __m512i i = _mm512_cvt_roundps_epi32(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); /* as q8_codes512 */
-            _mm_mask_storeu_epi8(q + c, mask, _mm512_cvtepi32_epi8(_mm512_sub_epi32(i, qmin_i)));
+            _mm_mask_storeu_epi8(q + c, mask, _mm512_cvtepi32_epi8(q8_codes_any512(v, &g)));
         }
     }
 }
@@ -216,20 +231,15 @@ static void q8_quantize__avx512vnni(const lsq_q8_quant_args *a, int m0, int m1)
  * into the low 48, stored with a byte mask (also the tail's). */
 static void q8_quantize_hwc3__avx512vnni(const float *x, int n, const lsq_q8_requant *q, uint8_t *out, int i0, int i1)
 {
-    const __m512 qb = _mm512_set1_ps(q->offset), qs = _mm512_set1_ps(q->scale);
-    const __m512 qmin = _mm512_set1_ps((float)q->qmin), qmax = _mm512_set1_ps((float)q->qmax);
+    const q8_grid_any g = q8_grid_any_of(q);
     const __m512i pack = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
     const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 3, 7, 11, 15);
     for (int i = i0; i < i1; i += 16) {
         const int m = i1 - i < 16 ? i1 - i : 16;
         const __mmask16 mask = lsq_mask16(m);
         __m512i v = _mm512_setzero_si512();
-        for (int c = 0; c < 3; c++) {
-            __m512 u = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + (size_t)c * n + i), qb), qs);
-            u = _mm512_roundscale_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            u = _mm512_sub_ps(_mm512_min_ps(_mm512_max_ps(u, qmin), qmax), qmin); /* exact: small integers */
-            v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_cvtps_epi32(u), 8 * c));
-        }
+        for (int c = 0; c < 3; c++)
+            v = _mm512_or_si512(v, _mm512_slli_epi32(q8_codes_any512(_mm512_maskz_loadu_ps(mask, x + (size_t)c * n + i), &g), 8 * c));
         v = _mm512_permutexvar_epi32(lanes, _mm512_shuffle_epi8(v, pack));
         _mm512_mask_storeu_epi8(out + 3 * (size_t)i, m == 16 ? (__mmask64)0xFFFFFFFFFFFFull : ((__mmask64)1 << (3 * m)) - 1, v);
     }
