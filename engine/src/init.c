@@ -82,8 +82,9 @@ static lsq_status init_conv(init_ctx *c, const lsq_conv_def *cd, moments in, mom
 {
     lsq_status s;
     /* per output channel: sum of w^2 and sum of w */
-    double *ssq = calloc(2 * (size_t)cd->cout, sizeof(double)), *sw = ssq + cd->cout;
+    double *ssq = calloc(2 * (size_t)cd->cout, sizeof(double));
     if (!ssq) return lsq_fail(c->err, LSQ_ERR_NOMEM, "out of memory");
+    double *sw = ssq + cd->cout;
     for (int p = 0; p < cd->nparts; p++) {
         const lsq_conv_part *pt = &cd->part[p];
         int cin = cd->depthwise ? 1 : pt->cin;
@@ -123,11 +124,12 @@ static lsq_status init_conv(init_ctx *c, const lsq_conv_def *cd, moments in, mom
     double glo = last_bn ? 0.1 : 0.8, ghi = last_bn ? 0.4 : 1.2;
     if ((s = add(c, cd->bn, "weight", 1, vec, glo, ghi, 0)) || (s = add(c, cd->bn, "bias", 1, vec, 0.0, 0.1, 1)))
         goto done;
-    float *mean = malloc(2 * (size_t)cd->cout * sizeof(float)), *var = mean + cd->cout;
+    float *mean = malloc(2 * (size_t)cd->cout * sizeof(float));
     if (!mean) {
         s = lsq_fail(c->err, LSQ_ERR_NOMEM, "out of memory");
         goto done;
     }
+    float *var = mean + cd->cout;
     /* the conv output's mean is sum(w) E[x], its variance sum(w^2) Var[x]; the running variance
      * is off by a factor u in [0.5, 1.5] per channel, scaled so that E[1/u] = 1 (no drift) */
     for (int o = 0; o < cd->cout; o++) {

@@ -322,8 +322,9 @@ static lsq_status load_conv(loader *L, const lsq_conv_def *c, lsq_conv *out)
         } else {
             /* dense: GEMM B [K = cin*k*k in (ky, kx, c) order][N = cout] */
             int K = cin * k * k;
-            tmp = realloc(tmp, (size_t)K * cout * sizeof(float));
-            if (!tmp) goto nomem;
+            float *grown = realloc(tmp, (size_t)K * cout * sizeof(float));
+            if (!grown) goto nomem; /* tmp is still ours: freed at nomem */
+            tmp = grown;
             for (int o = 0; o < cout; o++)
                 for (int ci = 0; ci < cin; ci++)
                     for (int t = 0; t < k * k; t++)
@@ -332,9 +333,11 @@ static lsq_status load_conv(loader *L, const lsq_conv_def *c, lsq_conv *out)
             if (!out->w[p]) goto nomem;
             lsq_gemm_pack(tmp, K, K, cout, out->w[p]);
             if (quantized) {
-                tmp8 = realloc(tmp8, (size_t)K * cout);
+                int8_t *grown8 = realloc(tmp8, (size_t)K * cout);
+                if (!grown8) goto nomem;
+                tmp8 = grown8;
                 out->qw[p] = lsq_alloc(lsq_q8_packed_bytes(K, cout));
-                if (!tmp8 || !out->qw[p]) goto nomem;
+                if (!out->qw[p]) goto nomem;
                 for (int o = 0; o < cout; o++)
                     for (int ci = 0; ci < cin; ci++)
                         for (int t = 0; t < k * k; t++)
