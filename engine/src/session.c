@@ -443,8 +443,9 @@ lsq_status lsq_session_create(const lsq_model *m, const lsq_session_options *opt
     if (!s->bscaled || !s->band || !s->col || !s->chsum || !s->pooled || !s->hidden || !s->gate || !s->feat) goto nomem;
     s->prof = lsq_prof_from_env(d, s->H, s->W, s->nthreads, "float");
     if (!(s->pool = lsq_pool_create(s->nthreads))) {
+        int n = s->nthreads;
         lsq_session_free(s);
-        return lsq_fail(err, LSQ_ERR_NOMEM, "cannot start %d threads", s->nthreads);
+        return lsq_fail(err, LSQ_ERR_NOMEM, "cannot start %d threads", n);
     }
     *out = s;
     return LSQ_OK;
