@@ -95,6 +95,10 @@ static void trace_codes(const lsq_qexec *q, const lsq_conv *c, const uint8_t *co
  * writing them out and reading them back, and with one fork-join instead of two. The GEMMs' A then
  * points into `a0` only to give each group's column offset. */
 #define QBLK 96
+#define GEMM_ALIGN 12 /* rows per unit of a thread's part: Q8_MR of the AVX-512 kernel */
+
+/* Too few rows to split: one thread runs the GEMM (and placement follows it). */
+static int gemm_serial(const lsq_qexec *q, int M) { return q->nthreads == 1 || M < 2 * GEMM_ALIGN * q->nthreads; }
 
 typedef struct {
     const lsq_qexec *q;
@@ -132,7 +136,7 @@ static void gemm_task(void *ctx, int tid, int n)
 {
     const gemm_job *j = ctx;
     int b, e;
-    lsq_pool_range(j->g[0].M, 12, tid, n, &b, &e);
+    lsq_pool_range(j->g[0].M, GEMM_ALIGN, tid, n, &b, &e);
     gemm_rows(j, tid, b, e);
 }
 
@@ -140,7 +144,7 @@ static void run_gemm_pre(const lsq_qexec *q, const lsq_q8_gemm_args *g, int n, c
                          const uint8_t *a0)
 {
     gemm_job j = {q, g, n, pre, a0};
-    if (q->nthreads == 1 || g[0].M < 24 * q->nthreads)
+    if (gemm_serial(q, g[0].M))
         gemm_rows(&j, 0, 0, g[0].M);
     else
         lsq_pool_run(q->pool, gemm_task, &j);
@@ -204,9 +208,11 @@ static void quant_task(void *ctx, int tid, int n)
     if (b < e) j->q->k->q8_quantize(j->a, b, e);
 }
 
+static int quantize_serial(const lsq_qexec *q, int M) { return q->nthreads == 1 || M < 4 * q->nthreads; }
+
 static void run_quantize(const lsq_qexec *q, const lsq_q8_quant_args *a)
 {
-    if (q->nthreads == 1 || a->M < 4 * q->nthreads) {
+    if (quantize_serial(q, a->M)) {
         q->k->q8_quantize(a, 0, a->M);
         return;
     }
@@ -360,19 +366,24 @@ static int plan_stem_borders(lsq_qexec *q)
 /* ==== tensor placement =========================================================================
  * As in session.c (place()): with several threads, a job's output goes where the upper half of the
  * threads' part starts q->mid elements into its buffer, so that each thread keeps writing its own
- * side of every buffer instead of lines the other core wrote last. Returns the element offset. */
+ * side of every buffer instead of lines the other core wrote last. Returns the element offset
+ * (rounded to 64: a line of codes). A job too small to split (one thread runs it) may go anywhere:
+ * its middle. */
 static size_t place(const lsq_qexec *q, int items, int align, size_t item_elems)
 {
-    if (q->nthreads == 1) return 0;
-    int b, e;
-    lsq_pool_next_range(q->pool, items, align, q->nthreads / 2, &b, &e);
-    return q->mid - (((size_t)b * item_elems + 63) & ~(size_t)63);
+    return lsq_pool_meet_offset(q->pool, items, align, item_elems, q->mid, 64);
 }
 
-/* The output of run_gemm: M rows of N, split in groups of 12 rows (or not at all). */
+/* The output of run_gemm: M rows of N, split as gemm_task splits them. */
 static size_t place_gemm(const lsq_qexec *q, int M, int N)
 {
-    return M < 24 * q->nthreads ? place(q, 2, 1, (size_t)M * N / 2) : place(q, M, 12, (size_t)N);
+    return gemm_serial(q, M) ? place(q, 2, 1, (size_t)M * N / 2) : place(q, M, GEMM_ALIGN, (size_t)N);
+}
+
+/* The codes of run_quantize: M rows of C, split as quant_task splits them. */
+static size_t place_quantize(const lsq_qexec *q, int M, int C)
+{
+    return quantize_serial(q, M) ? place(q, 2, 1, (size_t)M * C / 2) : place(q, M, 1, (size_t)C);
 }
 
 /* Returns the offset of its outputs in q->xq (and q->xf[0]). */
@@ -461,7 +472,7 @@ void lsq_qexec_run(lsq_qexec *q, const float *input, float *logits)
             run_depthwise(q, &b->dw, qb, dw_in, df, NULL, NULL, 1);
             lsq_prof_mark(q->prof, i + 1, LSQ_PROF_DW);
             run_se(q, b, C);
-            pq = q->pq + (M < 4 * q->nthreads ? place(q, 2, 1, (size_t)M * C / 2) : place(q, M, 1, (size_t)C));
+            pq = q->pq + place_quantize(q, M, C);
             ga = (lsq_q8_quant_args){.x = df, .gate = q->gate, .M = M, .C = C, .Q = pq, .q = requant_of(&b->project)};
             if (q->trace) /* the codes as a whole tensor, for the trace */
                 run_quantize(q, &ga);

@@ -567,10 +567,7 @@ static void avgpool_task(void *ctx, int tid, int n)
  * the shares before a later part of the same layer shifts it a little, which costs a few lines. */
 static float *place(const lsq_session *s, int k, int items, int align, size_t item_floats)
 {
-    if (s->nthreads == 1) return s->buf[k];
-    int b, e;
-    lsq_pool_next_range(s->pool, items, align, s->nthreads / 2, &b, &e);
-    return s->buf[k] + s->mid - (((size_t)b * item_floats + 15) & ~(size_t)15);
+    return s->buf[k] + lsq_pool_meet_offset(s->pool, items, align, item_floats, s->mid, 16);
 }
 
 /* The output of a pointwise conv: M rows of N floats, split as gemm_task splits them (rows in

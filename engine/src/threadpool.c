@@ -228,6 +228,14 @@ void lsq_pool_range(int n, int align, int tid, int nthreads, int *b, int *e)
     *e = ue * align < n ? ue * align : n;
 }
 
+size_t lsq_pool_meet_offset(const lsq_pool *p, int n, int align, size_t item_elems, size_t mid, size_t line)
+{
+    if (!p || p->n == 1) return 0;
+    int b, e;
+    lsq_pool_next_range(p, n, align, p->n / 2, &b, &e);
+    return mid - (((size_t)b * item_elems + line - 1) & ~(line - 1));
+}
+
 void lsq_pool_next_range(const lsq_pool *p, int n, int align, int tid, int *b, int *e)
 {
     if (align < 1) align = 1;
