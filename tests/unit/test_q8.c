@@ -112,7 +112,11 @@ static void test_q8_extremes(void)
 }
 
 /* Fused requantization and the integer bias: codes against a direct computation, then every level
- * against the scalar kernel (identical codes without Swish; with it, at most one code apart). */
+ * against the scalar kernel (identical codes without Swish; with it, at most one code apart), and
+ * every level's codes against the division form (lsq_q8_code) of its own float outputs, bit for
+ * bit: the epilogues compute codes by faster forms and must still give exactly these. One case in
+ * four puts half of the values exactly on rounding ties; one in five has an offset outside the
+ * fused-Swish bounds (q8__avx512vnni.c). */
 static void test_q8_gemm_requant(void)
 {
     for (int t = 0; t < 24; t++) {
@@ -120,16 +124,24 @@ static void test_q8_gemm_requant(void)
         lsq_act act = (lsq_act)(t % 3);
         uint8_t *A = lsq_alloc((size_t)M * K + LSQ_Q8_AREAD_PAD), *Q = lsq_alloc((size_t)M * N), *Q2 = lsq_alloc((size_t)M * N);
         int8_t *W = lsq_alloc((size_t)N * K), *Bp = lsq_alloc(lsq_q8_packed_bytes(K, N));
-        float *mult = lsq_alloc(N * 4), *add = lsq_alloc(N * 4);
+        float *mult = lsq_alloc(N * 4), *add = lsq_alloc(N * 4), *Cf = lsq_alloc((size_t)M * N * 4);
+        const int ties = t % 4 == 3; /* y = s/2 acc, u = (y - s/2) / s = (acc - 1) / 2, s = 61/1024: y * (1/s) rounds 121 of 256 such ties the other way */
         int32_t *ib = lsq_alloc(N * 4);
         for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (uint8_t)(rnd() >> 9);
         for (size_t i = 0; i < (size_t)N * K; i++) W[i] = (int8_t)(rnd() >> 9);
         for (int n = 0; n < N; n++)
             mult[n] = 1e-4f * (1 + (float)(rnd() % 100)), add[n] = (float)((int)(rnd() % 200) - 100) / 50,
             ib[n] = (int32_t)(rnd() % 20001) - 10000;
+        if (ties) {
+            for (int n = 0; n < N; n++) mult[n] = 61.f / 2048, add[n] = 0, ib[n] = (int32_t)(rnd() % 201) - 100;
+            for (size_t i = 0; i < (size_t)M * K; i++) A[i] &= 3;
+            for (size_t i = 0; i < (size_t)N * K; i++) W[i] %= 2;
+        }
         lsq_q8_pack(W, K, K, N, Bp);
+        const lsq_q8_requant q = ties ? (lsq_q8_requant){.scale = 61.f / 1024, .offset = 61.f / 2048, .qmax = 255}
+                                      : (lsq_q8_requant){.scale = 0.05f, .offset = t % 5 == 4 ? -5.f : -0.3f, .qmax = t % 2 ? 255 : 15};
         lsq_q8_gemm_args a = {.M = M, .N = N, .K = K, .A = A, .lda = K, .B = Bp, .ibias = ib, .mult = mult, .add = add,
-                              .Q = Q, .ldq = N, .q = {.scale = 0.05f, .offset = -0.3f, .qmax = t % 2 ? 255 : 15}, .act = act};
+                              .Q = Q, .ldq = N, .q = q, .act = act};
         lsq_q8_kernels_scalar.q8_gemm(&a, 0, M);
         for (int m = 0; m < M; m++)
             for (int n = 0; n < N; n++) {
@@ -150,9 +162,49 @@ static void test_q8_gemm_requant(void)
                     CHECK(0);
                     break;
                 }
+            lsq_q8_gemm_args f = a; /* the same level's floats */
+            f.Q = NULL, f.C = Cf, f.ldc = N;
+            levels[l]->q8_gemm(&f, 0, M);
+            int bad = 0;
+            for (size_t i = 0; i < (size_t)M * N; i++) bad += Q2[i] != lsq_q8_code(&a.q, Cf[i]);
+            if (bad) printf("#   %s requant M=%d N=%d K=%d act=%d ties=%d: %d codes differ from the division form\n",
+                            levels[l]->name, M, N, K, act, ties, bad);
+            CHECK(!bad);
         }
         lsq_free(A), lsq_free(Q), lsq_free(Q2), lsq_free(W), lsq_free(Bp), lsq_free(mult), lsq_free(add), lsq_free(ib);
+        lsq_free(Cf);
     }
+}
+
+/* Swish's codes from a million outputs per level and grid, against the division form of the same
+ * level's floats: the fused form differs from it by a few ulp, so codes would differ where a value
+ * lies that close to a tie - rare, hence the size (a few such lanes per run). */
+static void test_q8_swish_codes(void)
+{
+    const int M = 8192, N = 128, K = 16;
+    uint8_t *A = lsq_alloc((size_t)M * K + LSQ_Q8_AREAD_PAD), *Q = lsq_alloc((size_t)M * N);
+    int8_t *W = lsq_alloc((size_t)N * K), *Bp = lsq_alloc(lsq_q8_packed_bytes(K, N));
+    float *mult = lsq_alloc(N * 4), *add = lsq_alloc(N * 4), *Cf = lsq_alloc((size_t)M * N * 4);
+    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (uint8_t)(rnd() >> 24);
+    for (size_t i = 0; i < (size_t)N * K; i++) W[i] = (int8_t)(rnd() >> 24);
+    for (int n = 0; n < N; n++) mult[n] = 2e-6f * (1 + (float)(rnd() % 100)), add[n] = (float)((int)(rnd() % 200) - 100) / 25;
+    lsq_q8_pack(W, K, K, N, Bp);
+    static const lsq_q8_requant grids[] = {{.scale = 0.031f, .offset = -0.2785f, .qmax = 255},
+                                           {.scale = 0.55f, .offset = -0.31f, .qmax = 15},
+                                           {.scale = 1.9f, .offset = -0.25f, .qmax = 3}};
+    for (int l = 0; l < nlevels; l++)
+        for (size_t g = 0; g < sizeof grids / sizeof *grids; g++) {
+            lsq_q8_gemm_args a = {.M = M, .N = N, .K = K, .A = A, .lda = K, .B = Bp, .mult = mult, .add = add,
+                                  .Q = Q, .ldq = N, .q = grids[g], .act = LSQ_ACT_SWISH};
+            levels[l]->q8_gemm(&a, 0, M);
+            a.Q = NULL, a.C = Cf, a.ldc = N;
+            levels[l]->q8_gemm(&a, 0, M);
+            int bad = 0;
+            for (size_t i = 0; i < (size_t)M * N; i++) bad += Q[i] != lsq_q8_code(&grids[g], Cf[i]);
+            if (bad) printf("#   %s grid %zu: %d of %d Swish codes differ from the division form\n", levels[l]->name, g, bad, M * N);
+            CHECK(!bad);
+        }
+    lsq_free(A), lsq_free(Q), lsq_free(W), lsq_free(Bp), lsq_free(mult), lsq_free(add), lsq_free(Cf);
 }
 
 /* Depthwise: every kernel size 3..11, strides 1 and 2, symmetric and TF-style padding, images
@@ -232,6 +284,8 @@ static void check_dw(int t, int H, int W, int k, int stride, int tf, lsq_act act
         memset(Q2, 0, (size_t)OH * OW * C);
         levels[l]->q8_dwconv(&a, 0, OH, NULL);
         for (size_t i = 0; i < (size_t)OH * OW * C; i++) bad += exact ? Q2[i] != Q[i] : abs(Q2[i] - Q[i]) > 1;
+        for (int i = 0; i < OH * OW; i++) /* the division form of this level's own floats, bit for bit */
+            for (int c = 0; c < nc; c++) bad += Q2[(size_t)i * C + c0 + c] != lsq_q8_code(&a.q, out2[(size_t)i * C + c0 + c]);
         if (bad) printf("#   %s: %d differences\n", levels[l]->name, bad);
         CHECK(!bad);
     }
@@ -331,6 +385,7 @@ int main(void)
     RUN(test_q8_gemm_shapes);
     RUN(test_q8_extremes);
     RUN(test_q8_gemm_requant);
+    RUN(test_q8_swish_codes);
     RUN(test_q8_dwconv);
     RUN(test_q8_quantize);
     return unit_done();
