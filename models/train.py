@@ -265,7 +265,8 @@ def main(argv=None):
                     help="qat: wXaY or wXaY-lsq (X, Y in 2..8) with optional suffixes, e.g. w2a2+pt+dw8 "
                          "(README 'Configurations'); files are named by the canonical form")
     ap.add_argument("--init", default=None, help="qat: FP32 weights (DIR/fp32.pt or .safetensors), or a trained "
-                    "quantized checkpoint (DIR/w4a4.pt: progressive initialisation)")
+                    "quantized checkpoint (DIR/w4a4.pt: progressive initialisation; the same config: a second stage "
+                    "that keeps its learned quantizers)")
     ap.add_argument("--act-init", choices=["mse", "minmax", "lsq"], default=None,
                     help="activation init (default: mse for LSQ+, lsq for -lsq)")
     ap.add_argument("--teacher", default=None, help="qat: knowledge distillation from this FP32 model (DIR/fp32.pt "
@@ -347,12 +348,16 @@ def main(argv=None):
         n = min(a.calib_size, len(tx))
         calib = [to_input(tx[i:i + 128]) for i in range(0, n, 128)]
         src = quantized_source(a.init, a.arch)
-        if src is not None:  # progressive: from a trained quantized checkpoint
-            quant.calibrate_from(model, src, calib, act_init=a.act_init)
+        if src is not None and src.quant_config.name == config:  # a further stage of the same config:
+            model.load_state_dict(src.state_dict())  # its learned quantizers too, not a fresh search
+            print(f"{a.init}: second stage, every tensor from it (quantizers included)", flush=True)
         else:
-            quant.load_float_weights(model, read_float_weights(a.init))
-            quant.calibrate(model, calib, act_init=a.act_init)
-        print(f"calibrated {len(quant.quantizers(model))} quantizers on {n} images", flush=True)
+            if src is not None:  # progressive: from a trained quantized checkpoint
+                quant.calibrate_from(model, src, calib, act_init=a.act_init)
+            else:
+                quant.load_float_weights(model, read_float_weights(a.init))
+                quant.calibrate(model, calib, act_init=a.act_init)
+            print(f"calibrated {len(quant.quantizers(model))} quantizers on {n} images", flush=True)
     model = model.to(device)  # before the optimizer, whose state then lives on the device too
     opt = torch.optim.AdamW(param_groups(model, a.wd), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=a.epochs * steps_per_epoch,
