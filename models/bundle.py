@@ -4,7 +4,8 @@
   /usr/bin/python3 models/bundle.py [--runs models/runs] [--out models/bundled]
 
 For every architecture and configuration whose run has finished (models/runs/<arch>-<config>/
-<arch>_<config>.safetensors, train.py's export), writes models/bundled/<arch>/<config>.safetensors:
+<arch>_<config>.safetensors, train.py's export; models/runs/<arch>-<config>-s2/ instead where
+recipe.sh ran a second stage), writes models/bundled/<arch>/<config>.safetensors:
 the FP32 checkpoint as trained (float32, timm names), the quantized ones in the deployable packed
 form (integer codes at their bit-width, BatchNorm folded: quant.export_packed), labels and
 preprocessing in the metadata. Then models/bundled/manifest.json lists every model and
@@ -27,10 +28,11 @@ DEFAULT_ORDER = ["w4a4", "w8a8", "fp32"]  # the default configuration: the first
 DATASET = {"name": "Fashion-MNIST test", "path": "/usr/share/datasets/fashion-mnist", "split": "test"}
 
 
-def last_log(path):
+def read_log(path):
+    """The epoch records of a training log (one JSON line per epoch; a multi-stage run's log holds
+    every stage's epochs in order, each stage counting from epoch 0)."""
     with open(path) as f:
-        lines = [json.loads(x) for x in f if x.strip()]
-    return lines[-1] if lines else {}
+        return [json.loads(x) for x in f if x.strip()]
 
 
 def bundle_one(arch, cfg, src, dst):
@@ -60,16 +62,22 @@ def main(argv=None):
     for arch in ARCHS:
         entries = []
         for cfg in CONFIGS:
-            src = os.path.join(a.runs, f"{arch}-{cfg}", f"{arch}_{cfg}.safetensors")
+            src = os.path.join(a.runs, f"{arch}-{cfg}-s2", f"{arch}_{cfg}.safetensors")
+            if not os.path.exists(src):
+                src = os.path.join(a.runs, f"{arch}-{cfg}", f"{arch}_{cfg}.safetensors")
             log = os.path.join(a.logs, arch, f"{cfg}.jsonl")
             if not os.path.exists(src) or not os.path.exists(log):
                 continue
             os.makedirs(os.path.join(a.out, arch), exist_ok=True)
             dst = os.path.join(a.out, arch, f"{cfg}.safetensors")
             bundle_one(arch, cfg, src, dst)
-            rec = last_log(log)
+            recs = read_log(log)
+            rec = recs[-1] if recs else {}
             entry = {"config": cfg, "file": f"{arch}/{cfg}.safetensors", "log": os.path.relpath(log, a.out),
-                     "bytes": os.path.getsize(dst), "epochs": rec.get("epochs"), "trainer_test_acc": rec.get("test_acc")}
+                     "bytes": os.path.getsize(dst), "epochs": len(recs), "trainer_test_acc": rec.get("test_acc")}
+            stages = sum(r.get("epoch") == 0 for r in recs)
+            if stages > 1:
+                entry["stages"] = stages
             if rec.get("kd"):  # trained with train.py --teacher: say so next to the accuracy
                 entry["kd"] = rec["kd"]
             entries.append(entry)

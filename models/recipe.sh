@@ -33,22 +33,33 @@ CONFIGS="w8a8:4 w3a3:4 w4a4:4 w2a2:20:kd w4a4-lsq:4 w2a2-lsq:4"  # config:QAT ep
 # machine); their LSQ baselines kept 4 plain epochs.
 CONFIGS_mixnet_s="w8a8:4 w3a3:4 w4a4:6 w2a2:20:kd w4a4-lsq:6 w2a2-lsq:4"
 NICE=${LSQ_TRAIN_NICE:-10}
+THREADS=1  # torch threads per run; 2 for a single architecture's chain (below)
 mkdir -p "$RUNS" "$LOGS"
 
-train() {  # train ARCH CONFIG[:EPOCHS[:kd]]: one resumable train.py run; its log lands in models/logs/ARCH/
-    arch=$1 cfg=${2%%:*} rest=${2#*:} kd=""
+train() {  # train ARCH CONFIG[:EPOCHS[:kd][+EPOCHS2]]: resumable train.py runs; the log lands in models/logs/ARCH/
+    arch=$1 spec=${2%%+*} cfg=${2%%[:+]*} kd="" stage2=""
+    rest=${spec#*:}
+    case $2 in *+*) stage2=${2#*+} ;; esac
     epochs=${QAT_EPOCHS:-${rest%%:*}}
     fp32="$RUNS/$arch-fp32/${arch}_fp32.safetensors"
     [ "${rest#*:}" = kd ] && kd="--teacher $fp32"
     if [ "$cfg" = fp32 ]; then
         nice -n "$NICE" $PY models/train.py fp32 --arch "$arch" --size $SIZE --epochs "$FP32_EPOCHS" \
-            --threads 1 --out "$RUNS/$arch-fp32"
+            --threads $THREADS --out "$RUNS/$arch-fp32"
     else
         nice -n "$NICE" $PY models/train.py qat --arch "$arch" --config "$cfg" --size $SIZE \
-            --epochs "$epochs" --threads 1 --init "$fp32" $kd --out "$RUNS/$arch-$cfg"
+            --epochs "$epochs" --threads $THREADS --init "$fp32" $kd --out "$RUNS/$arch-$cfg"
     fi
     mkdir -p "$LOGS/$arch"
     cp "$RUNS/$arch-$cfg/log.jsonl" "$LOGS/$arch/$cfg.jsonl"
+    [ -n "$stage2" ] || return 0
+    # the second stage: a new one-cycle schedule at a lower peak LR from the first stage's
+    # checkpoint, every tensor kept (learned quantizers included), other shuffles; its export is
+    # what bundle.py takes (runs/ARCH-CONFIG-s2/), its epochs follow the first stage's in the log
+    nice -n "$NICE" $PY models/train.py qat --arch "$arch" --config "$cfg" --size $SIZE \
+        --epochs "$stage2" --lr 2e-4 --seed 1 --threads $THREADS --init "$RUNS/$arch-$cfg/$cfg.pt" $kd \
+        --out "$RUNS/$arch-$cfg-s2"
+    cat "$RUNS/$arch-$cfg/log.jsonl" "$RUNS/$arch-$cfg-s2/log.jsonl" > "$LOGS/$arch/$cfg.jsonl"
 }
 
 chain() {  # chain ARCH [CONFIG...]: FP32, then each quantized configuration from it
@@ -77,7 +88,8 @@ all|fp32|qat)
     rc=0
     for p in $pids; do wait "$p" || rc=1; done
     exit $rc ;;
-efficientnet_b0|mixnet_s)  # one architecture's chain only
+efficientnet_b0|mixnet_s)  # one architecture's chain only, on both cores
+    THREADS=2
     chain "$what" fp32 $(configs "$what") ;;
 *) echo "usage: models/recipe.sh [all|fp32|qat|efficientnet_b0|mixnet_s]" >&2; exit 2 ;;
 esac
