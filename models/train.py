@@ -345,13 +345,13 @@ def main(argv=None):
     elif a.probe:  # timing only: the quantizers' values do not change the work
         pass
     else:  # LSQ+ initialisation on the CPU, so a GPU run starts from exactly the CPU's quantizers
-        n = min(a.calib_size, len(tx))
-        calib = [to_input(tx[i:i + 128]) for i in range(0, n, 128)]
         src = quantized_source(a.init, a.arch)
         if src is not None and src.quant_config.name == config:  # a further stage of the same config:
             model.load_state_dict(src.state_dict())  # its learned quantizers too, not a fresh search
             print(f"{a.init}: second stage, every tensor from it (quantizers included)", flush=True)
         else:
+            n = min(a.calib_size, len(tx))
+            calib = [to_input(tx[i:i + 128]) for i in range(0, n, 128)]
             if src is not None:  # progressive: from a trained quantized checkpoint
                 quant.calibrate_from(model, src, calib, act_init=a.act_init)
             else:
