@@ -4,8 +4,8 @@
   /usr/bin/python3 models/bundle.py [--runs models/runs] [--out models/bundled]
 
 For every architecture and configuration whose run has finished (models/runs/<arch>-<config>/
-<arch>_<config>.safetensors, train.py's export; models/runs/<arch>-<config>-s2/ instead where
-recipe.sh ran a second stage), writes models/bundled/<arch>/<config>.safetensors:
+<arch>_<config>.safetensors, train.py's export; the last stage's models/runs/<arch>-<config>-sN/
+instead where recipe.sh ran further stages), writes models/bundled/<arch>/<config>.safetensors:
 the FP32 checkpoint as trained (float32, timm names), the quantized ones in the deployable packed
 form (integer codes at their bit-width, BatchNorm folded: quant.export_packed), labels and
 preprocessing in the metadata. Then models/bundled/manifest.json lists every model and
@@ -35,6 +35,17 @@ def read_log(path):
         return [json.loads(x) for x in f if x.strip()]
 
 
+def last_stage(runs, arch, cfg):
+    """The export of a configuration's last finished stage: runs/ARCH-CONFIG-sN/ for the highest N
+    that has one (recipe.sh's later stages), else runs/ARCH-CONFIG/."""
+    name = f"{arch}_{cfg}.safetensors"
+    for n in range(9, 1, -1):
+        src = os.path.join(runs, f"{arch}-{cfg}-s{n}", name)
+        if os.path.exists(src):
+            return src
+    return os.path.join(runs, f"{arch}-{cfg}", name)
+
+
 def bundle_one(arch, cfg, src, dst):
     if cfg == "fp32":
         shutil.copyfile(src, dst)
@@ -62,9 +73,7 @@ def main(argv=None):
     for arch in ARCHS:
         entries = []
         for cfg in CONFIGS:
-            src = os.path.join(a.runs, f"{arch}-{cfg}-s2", f"{arch}_{cfg}.safetensors")
-            if not os.path.exists(src):
-                src = os.path.join(a.runs, f"{arch}-{cfg}", f"{arch}_{cfg}.safetensors")
+            src = last_stage(a.runs, arch, cfg)
             log = os.path.join(a.logs, arch, f"{cfg}.jsonl")
             if not os.path.exists(src) or not os.path.exists(log):
                 continue

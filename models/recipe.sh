@@ -36,10 +36,10 @@ NICE=${LSQ_TRAIN_NICE:-10}
 THREADS=1  # torch threads per run; 2 for a single architecture's chain (below)
 mkdir -p "$RUNS" "$LOGS"
 
-train() {  # train ARCH CONFIG[:EPOCHS[:kd][+EPOCHS2]]: resumable train.py runs; the log lands in models/logs/ARCH/
-    arch=$1 spec=${2%%+*} cfg=${2%%[:+]*} kd="" stage2=""
+train() {  # train ARCH CONFIG[:EPOCHS[:kd][+EPOCHS2[+EPOCHS3...]]]: resumable train.py runs; the log lands in models/logs/ARCH/
+    arch=$1 spec=${2%%+*} cfg=${2%%[:+]*} kd="" stages=""
     rest=${spec#*:}
-    case $2 in *+*) stage2=${2#*+} ;; esac
+    case $2 in *+*) stages=$(echo "${2#*+}" | tr + ' ') ;; esac
     epochs=${QAT_EPOCHS:-${rest%%:*}}
     fp32="$RUNS/$arch-fp32/${arch}_fp32.safetensors"
     [ "${rest#*:}" = kd ] && kd="--teacher $fp32"
@@ -52,14 +52,19 @@ train() {  # train ARCH CONFIG[:EPOCHS[:kd][+EPOCHS2]]: resumable train.py runs;
     fi
     mkdir -p "$LOGS/$arch"
     cp "$RUNS/$arch-$cfg/log.jsonl" "$LOGS/$arch/$cfg.jsonl"
-    [ -n "$stage2" ] || return 0
-    # the second stage: a new one-cycle schedule at a lower peak LR from the first stage's
-    # checkpoint, every tensor kept (learned quantizers included), other shuffles; its export is
-    # what bundle.py takes (runs/ARCH-CONFIG-s2/), its epochs follow the first stage's in the log
-    nice -n "$NICE" $PY models/train.py qat --arch "$arch" --config "$cfg" --size $SIZE \
-        --epochs "$stage2" --lr 2e-4 --seed 1 --threads $THREADS --init "$RUNS/$arch-$cfg/$cfg.pt" $kd \
-        --out "$RUNS/$arch-$cfg-s2"
-    cat "$RUNS/$arch-$cfg/log.jsonl" "$RUNS/$arch-$cfg-s2/log.jsonl" > "$LOGS/$arch/$cfg.jsonl"
+    # further stages (+E): each a new one-cycle schedule from the previous stage's checkpoint, every
+    # tensor kept (learned quantizers included), other shuffles (seed N-1), peak LR 2e-4 for the
+    # second and half the previous one after it; the last stage's export is what bundle.py takes
+    # (runs/ARCH-CONFIG-sN/), the log holds every stage's epochs in order
+    prev="$RUNS/$arch-$cfg" n=1 lr=2e-4
+    for e in $stages; do
+        n=$((n + 1))
+        nice -n "$NICE" $PY models/train.py qat --arch "$arch" --config "$cfg" --size $SIZE \
+            --epochs "$e" --lr $lr --seed $((n - 1)) --threads $THREADS --init "$prev/$cfg.pt" $kd \
+            --out "$RUNS/$arch-$cfg-s$n"
+        cat "$RUNS/$arch-$cfg-s$n/log.jsonl" >> "$LOGS/$arch/$cfg.jsonl"
+        prev="$RUNS/$arch-$cfg-s$n" lr=$(echo "$lr" | awk '{ print $1 / 2 }')
+    done
 }
 
 chain() {  # chain ARCH [CONFIG...]: FP32, then each quantized configuration from it
