@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bundle.py - turn finished training runs into the deployable models the server ships.
 
-  /usr/bin/python3 models/bundle.py [--runs models/runs] [--out models/bundled]
+  /usr/bin/python3 models/bundle.py [--runs models/runs] [--out models/bundled] [--only ARCH/CONFIG ...]
 
 For every architecture and configuration whose run has finished (models/runs/<arch>-<config>/
 <arch>_<config>.safetensors, train.py's export; the last stage's models/runs/<arch>-<config>-sN/
@@ -62,49 +62,88 @@ def bundle_one(arch, cfg, src, dst):
                         preprocess=json.loads(meta["preprocess"]))
 
 
+def bundle_config(a, arch, cfg):
+    """Bundle one configuration's finished run into a.out; its manifest entry, or None when the run
+    (or its log) is missing."""
+    src = last_stage(a.runs, arch, cfg)
+    log = os.path.join(a.logs, arch, f"{cfg}.jsonl")
+    if not os.path.exists(src) or not os.path.exists(log):
+        return None
+    os.makedirs(os.path.join(a.out, arch), exist_ok=True)
+    dst = os.path.join(a.out, arch, f"{cfg}.safetensors")
+    bundle_one(arch, cfg, src, dst)
+    recs = read_log(log)
+    rec = recs[-1] if recs else {}
+    entry = {"config": cfg, "file": f"{arch}/{cfg}.safetensors", "log": os.path.relpath(log, a.out),
+             "bytes": os.path.getsize(dst), "epochs": len(recs), "trainer_test_acc": rec.get("test_acc")}
+    stages = sum(r.get("epoch") == 0 for r in recs)
+    if stages > 1:
+        entry["stages"] = stages
+    if rec.get("kd"):  # trained with train.py --teacher: say so next to the accuracy
+        entry["kd"] = rec["kd"]
+    print(f"bundle.py: {dst} ({os.path.getsize(dst)} bytes, trainer test accuracy {rec.get('test_acc')}, from {src})")
+    return entry
+
+
+def model_entry(arch, entries):
+    have = [e["config"] for e in entries]
+    default = next((c for c in DEFAULT_ORDER if c in have), have[0])
+    return {"name": f"{arch}-fmnist", "arch": arch, "default_config": default,
+            "description": f"{arch} trained from scratch on Fashion-MNIST at 32x32, LSQ+ QAT from the FP32 weights",
+            "dataset": DATASET, "configs": entries}
+
+
+def update(manifest, arch, entry):
+    """Put one configuration's entry into an existing manifest (replacing its old one), keeping
+    the CONFIGS order."""
+    model = next((m for m in manifest["models"] if m["arch"] == arch), None)
+    if model is None:
+        manifest["models"].append(model_entry(arch, [entry]))
+        manifest["models"].sort(key=lambda m: ARCHS.index(m["arch"]))
+        return
+    entries = [e for e in model["configs"] if e["config"] != entry["config"]] + [entry]
+    entries.sort(key=lambda e: CONFIGS.index(e["config"]))
+    model.update(model_entry(arch, entries))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     root = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--runs", default=os.path.join(root, "runs"))
     ap.add_argument("--logs", default=os.path.join(root, "logs"))
     ap.add_argument("--out", default=os.path.join(root, "bundled"))
+    ap.add_argument("--only", action="append", metavar="ARCH/CONFIG",
+                    help="bundle just this configuration (repeatable) and update its entry in the existing "
+                         "manifest, leaving every other model as it is: for one retrained model when the "
+                         "other runs are no longer under --runs")
     a = ap.parse_args(argv)
-    models = []
-    for arch in ARCHS:
-        entries = []
-        for cfg in CONFIGS:
-            src = last_stage(a.runs, arch, cfg)
-            log = os.path.join(a.logs, arch, f"{cfg}.jsonl")
-            if not os.path.exists(src) or not os.path.exists(log):
-                continue
-            os.makedirs(os.path.join(a.out, arch), exist_ok=True)
-            dst = os.path.join(a.out, arch, f"{cfg}.safetensors")
-            bundle_one(arch, cfg, src, dst)
-            recs = read_log(log)
-            rec = recs[-1] if recs else {}
-            entry = {"config": cfg, "file": f"{arch}/{cfg}.safetensors", "log": os.path.relpath(log, a.out),
-                     "bytes": os.path.getsize(dst), "epochs": len(recs), "trainer_test_acc": rec.get("test_acc")}
-            stages = sum(r.get("epoch") == 0 for r in recs)
-            if stages > 1:
-                entry["stages"] = stages
-            if rec.get("kd"):  # trained with train.py --teacher: say so next to the accuracy
-                entry["kd"] = rec["kd"]
-            entries.append(entry)
-            print(f"bundle.py: {dst} ({os.path.getsize(dst)} bytes, trainer test accuracy {rec.get('test_acc')})")
-        if not entries:
-            continue
-        have = [e["config"] for e in entries]
-        default = next((c for c in DEFAULT_ORDER if c in have), have[0])
-        models.append({"name": f"{arch}-fmnist", "arch": arch, "default_config": default,
-                       "description": f"{arch} trained from scratch on Fashion-MNIST at 32x32, LSQ+ QAT from the FP32 weights",
-                       "dataset": DATASET, "configs": entries})
-    if not models:
-        sys.exit("bundle.py: no finished runs under " + a.runs)
-    with open(os.path.join(a.out, "manifest.json"), "w") as f:
-        json.dump({"version": 1, "models": models}, f, indent=1)
+    path = os.path.join(a.out, "manifest.json")
+    if a.only:
+        with open(path) as f:
+            manifest = json.load(f)
+        for spec in a.only:
+            arch, _, cfg = spec.partition("/")
+            if arch not in ARCHS or cfg not in CONFIGS:
+                sys.exit(f"bundle.py: --only {spec}: expected ARCH/CONFIG with ARCH in {ARCHS}, CONFIG in {CONFIGS}")
+            entry = bundle_config(a, arch, cfg)
+            if entry is None:
+                sys.exit(f"bundle.py: --only {spec}: no finished run ({last_stage(a.runs, arch, cfg)}) "
+                         f"or no log ({os.path.join(a.logs, arch, cfg + '.jsonl')})")
+            update(manifest, arch, entry)
+    else:
+        models = []
+        for arch in ARCHS:
+            entries = [e for e in (bundle_config(a, arch, cfg) for cfg in CONFIGS) if e]
+            if entries:
+                models.append(model_entry(arch, entries))
+        if not models:
+            sys.exit("bundle.py: no finished runs under " + a.runs)
+        manifest = {"version": 1, "models": models}
+    with open(path, "w") as f:
+        json.dump(manifest, f, indent=1)
         f.write("\n")
-    print(f"bundle.py: {os.path.join(a.out, 'manifest.json')}: {len(models)} models, "
-          f"{sum(len(m['configs']) for m in models)} configurations")
+    print(f"bundle.py: {path}: {len(manifest['models'])} models, "
+          f"{sum(len(m['configs']) for m in manifest['models'])} configurations")
 
 
 if __name__ == "__main__":
