@@ -142,7 +142,8 @@ def main(argv=None):
             row = {"model": m["name"], "arch": m["arch"], "config": c["config"], "bytes": c["bytes"],
                    "top1": r["top1"], "top5": r["top5"], "images": ev["images"],
                    "trainer_top1": c.get("trainer_test_acc"), "p50_own": r["latency_ms"]["p50"],
-                   "p99_own": r["latency_ms"]["p99"], "epochs": c.get("epochs"), "kd": c.get("kd")}
+                   "p99_own": r["latency_ms"]["p99"], "epochs": c.get("epochs"), "stages": c.get("stages"),
+                   "kd": c.get("kd")}
             if c["config"] != "fp32":
                 if size not in parts:
                     parts[size] = test_tensors(data, size, a.limit, tmp)
@@ -177,7 +178,8 @@ def fmt(v, spec, none="n/a"):
 
 def recipe(row):
     """How a row's model was trained, as the report says it."""
-    return f"{row.get('epochs')} epochs" + (" with distillation" if row.get("kd") else "")
+    stages = f" in {row['stages']} stages" if (row.get("stages") or 1) > 1 else ""
+    return f"{row.get('epochs')} epochs{stages}" + (" with distillation" if row.get("kd") else "")
 
 
 def write_markdown(rows, path, seconds, chart):
