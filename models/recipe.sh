@@ -25,7 +25,7 @@ SIZE=32
 FP32_EPOCHS=${LSQ_FP32_EPOCHS:-18}
 QAT_EPOCHS=${LSQ_QAT_EPOCHS:-}
 ARCHS="efficientnet_b0 mixnet_s"
-CONFIGS="w8a8:4 w3a3:4 w4a4:4 w2a2:20:kd w4a4-lsq:4 w2a2-lsq:4"  # config:QAT epochs[:kd]
+CONFIGS="w8a8:4 w3a3:4 w4a4:4 w2a2:20:kd w4a4-lsq:4 w2a2-lsq:4"  # config:QAT epochs[:kd][+more stages' epochs]
 # mixnet_s's W4A4 pair had 6 (on the CPU, 2026-11-27): with 4 its W4A4 ended 0.12 point outside
 # the 1-point target. The W2A2 models (LSQ+ only) were retrained on the CPU with knowledge
 # distillation from the FP32 model (`:kd`: train.py --teacher, ALPHA 0.9, T 1): 5 and 8 epochs on
