@@ -577,16 +577,25 @@ static float *place_gemm(const lsq_session *s, int k, int M, int N)
     return few_rows(s, M) ? place(s, k, 2, 1, (size_t)M * N / 2) : place(s, k, M, 4, (size_t)N);
 }
 
+static void float_run(lsq_session *s, const float *input, float *logits);
+
 lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
 {
-    if (s->qx) {
+    /* every path runs with denormals flushed (util.h; the pool's threads always do), and the
+     * caller's floating-point mode is left as it was */
+    unsigned fp = lsq_fp_flush_denormals();
+    if (s->qx)
         lsq_qexec_run(s->qx, input, logits);
-        return LSQ_OK;
-    }
-    if (s->ref) {
+    else if (s->ref)
         lsq_ref_run(s->ref, input, logits);
-        return LSQ_OK;
-    }
+    else
+        float_run(s, input, logits);
+    lsq_fp_restore(fp);
+    return LSQ_OK;
+}
+
+static void float_run(lsq_session *s, const float *input, float *logits)
+{
     const lsq_model *m = s->m;
     const lsq_net_def *d = &m->def;
     lsq_prof_begin(s->prof);
@@ -639,7 +648,6 @@ lsq_status lsq_session_run(lsq_session *s, const float *input, float *logits)
     };
     run_gemm(s, &cl, NULL);
     lsq_prof_mark(s->prof, d->nblocks + 1, LSQ_PROF_HEAD);
-    return LSQ_OK;
 }
 
 const char *lsq_session_describe(const lsq_session *s) { return s->desc; }

@@ -8,6 +8,7 @@
  * change only between jobs, so all threads of a job see the same split. LSQ_POOL_EVEN=1 keeps the
  * even split (for comparisons). */
 #include "threadpool.h"
+#include "util.h"
 
 #include <immintrin.h>
 #include <linux/futex.h>
@@ -96,6 +97,7 @@ static void *worker(void *arg)
 {
     worker_arg wa = *(worker_arg *)arg;
     free(arg);
+    lsq_fp_flush_denormals(); /* as the caller's thread does for each forward pass (util.h) */
     lsq_pool *p = wa.pool;
     uint32_t seen = 0; /* jobs bump the generation from 0: a job posted before this thread ran is not missed */
     for (;;) {

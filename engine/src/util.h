@@ -37,6 +37,32 @@ static inline int lsq_mul_size(size_t a, size_t b, size_t *out)
     return __builtin_mul_overflow(a, b, out) ? -1 : 0;
 }
 
+/* Flush denormals to zero (MXCSR FTZ and DAZ) on this thread for the duration of a forward pass;
+ * returns the previous state for lsq_fp_restore(). A near-zero SE gate (sigmoid of a large negative
+ * value, ~1e-38) times an activation is a denormal, and on AMD Zen 5 every denormal result of a
+ * vector multiply takes a microcode assist: mixnet_s w2a2 with seeded weights spent 0.50 ms instead
+ * of 0.35 ms in its projections. Codes do not change: a denormal is below half an ulp of any
+ * nonzero quantizer offset, and with a zero offset it rounds to code 0 either way. */
+static inline unsigned lsq_fp_flush_denormals(void)
+{
+#if defined(__SSE__)
+    unsigned old = __builtin_ia32_stmxcsr();
+    __builtin_ia32_ldmxcsr(old | 0x8040u);
+    return old;
+#else
+    return 0;
+#endif
+}
+
+static inline void lsq_fp_restore(unsigned old)
+{
+#if defined(__SSE__)
+    __builtin_ia32_ldmxcsr(old);
+#else
+    (void)old;
+#endif
+}
+
 /* Read a whole file into a malloc'd buffer (for small files: images, JSON). */
 lsq_status lsq_read_file(const char *path, size_t max_bytes, uint8_t **out, size_t *size, lsq_error *err);
 
