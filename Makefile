@@ -65,10 +65,11 @@ SERVER := $(BUILD)/lsq-server
 PC     := $(BUILD)/lsq.pc
 BENCH_GEMM := $(BUILD)/bench_gemm
 BENCH_LEVELS := $(BUILD)/bench_levels
+BENCH_EPILOGUE := $(BUILD)/bench_epilogue
 
 .PHONY: all deps deps-docker run test test-unit test-cli test-torch test-server bench loadtest \
         docker-test cluster-test models report install uninstall clean
-all: $(LIB_A) $(LIB_SO) $(CLI) $(SERVER) $(PC) $(UNIT_BIN) $(BENCH_GEMM) $(BENCH_LEVELS)
+all: $(LIB_A) $(LIB_SO) $(CLI) $(SERVER) $(PC) $(UNIT_BIN) $(BENCH_GEMM) $(BENCH_LEVELS) $(BENCH_EPILOGUE)
 
 $(BUILD)/obj/%__avx512.o: %__avx512.c
 	@mkdir -p $(dir $@)
@@ -106,6 +107,8 @@ $(BENCH_GEMM): tests/bench/bench_gemm.c $(LIB_A)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(LDLIBS)
 $(BENCH_LEVELS): tests/bench/bench_levels.c $(LIB_A)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(LDLIBS)
+$(BENCH_EPILOGUE): tests/bench/bench_epilogue.c engine/src/kernels/math__avx512.h
+	$(CC) $(CFLAGS) $(ISA_avx512) $(LDFLAGS) -o $@ $< -lm
 $(PC): engine/lsq.pc.in Makefile
 	@mkdir -p $(dir $@)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define LSQ_VERSION "\(.*\)"/\1/p' engine/include/lsq.h)|' $< > $@
