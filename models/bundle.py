@@ -14,6 +14,7 @@ accuracy of it. Deterministic; reruns overwrite. Only what the server needs goes
 no trainer checkpoints, caches or logs.
 """
 import argparse
+import glob
 import json
 import os
 import shutil
@@ -39,11 +40,10 @@ def last_stage(runs, arch, cfg):
     """The export of a configuration's last finished stage: runs/ARCH-CONFIG-sN/ for the highest N
     that has one (recipe.sh's later stages), else runs/ARCH-CONFIG/."""
     name = f"{arch}_{cfg}.safetensors"
-    for n in range(9, 1, -1):
-        src = os.path.join(runs, f"{arch}-{cfg}-s{n}", name)
-        if os.path.exists(src):
-            return src
-    return os.path.join(runs, f"{arch}-{cfg}", name)
+    base = os.path.join(runs, f"{arch}-{cfg}")
+    stages = [int(d[len(base) + 2:]) for d in glob.glob(base + "-s*") if d[len(base) + 2:].isdigit()
+              and os.path.exists(os.path.join(d, name))]
+    return os.path.join(f"{base}-s{max(stages)}" if stages else base, name)
 
 
 def bundle_one(arch, cfg, src, dst):
