@@ -33,7 +33,7 @@ CONFIGS="w8a8:4 w3a3:4 w4a4:4 w2a2:20:kd w4a4-lsq:4 w2a2-lsq:20:kd"  # config:QA
 # the 1-point target. The W2A2 models (LSQ+ only) were retrained on the CPU with knowledge
 # distillation from the FP32 model (`:kd`: train.py --teacher, ALPHA 0.9, T 1): 5 and 8 epochs on
 # 2026-11-27, then 20 epochs each (~4.5 minutes an epoch side by side on a quiet machine; the
-# bundled efficientnet_b0 one); their LSQ baselines kept 4 plain epochs. mixnet_s's W2A2 ended 1.6
+# bundled efficientnet_b0 one); their LSQ baselines at first kept 4 plain epochs. mixnet_s's W2A2 ended 1.6
 # points short after those 20 and got two more distilled stages of 20 epochs (`+20+20`: peak LR 2e-4,
 # then 1e-4, 2 threads, ~3.3 minutes an epoch alone): 86.62 -> 87.90 -> 88.82%, the bundled model.
 # efficientnet_b0's LSQ W2A2 baseline was retrained on 2026-11-28 with the same 20 distilled epochs

@@ -7,8 +7,9 @@
 # EPOCHS epochs from the bundled FP32 checkpoint, the same trainer settings as the recipe's first
 # stage otherwise (2 torch threads). The seed sets the shuffles and the augmentation; calibration
 # takes the first 512 training images in every run, so each initialisation starts from the same
-# quantizers and the spread is that of training from them. Runs go to models/runs/seeds/ (resumable: rerunning continues), their epoch
-# logs to models/logs/ARCH/seeds/CONFIG-INIT-seedN.jsonl (committed). Prints a Markdown table: the
+# quantizers and the spread is that of training from them. Runs go to models/runs/seeds/
+# (resumable: rerunning continues), their epoch logs to models/logs/ARCH/seeds/CONFIG-INIT-seedN.jsonl
+# (committed). Prints a Markdown table: the
 # final test accuracy of every run, the mean and the sample standard deviation per initialisation.
 # Defaults: mixnet_s w2a2 2 3 (12 epochs, about 45 minutes on 2 cores; CPU only, so never while
 # benchmarking).
