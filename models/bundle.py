@@ -41,9 +41,12 @@ def last_stage(runs, arch, cfg):
     that has one (recipe.sh's later stages), else runs/ARCH-CONFIG/."""
     name = f"{arch}_{cfg}.safetensors"
     base = os.path.join(runs, f"{arch}-{cfg}")
-    stages = [int(d[len(base) + 2:]) for d in glob.glob(base + "-s*") if d[len(base) + 2:].isdigit()
-              and os.path.exists(os.path.join(d, name))]
-    return os.path.join(f"{base}-s{max(stages)}" if stages else base, name)
+    stages = {}  # N -> runs/ARCH-CONFIG-sN holding an export
+    for d in glob.glob(base + "-s*"):
+        n = d[len(base) + 2:]
+        if n.isdigit() and os.path.exists(os.path.join(d, name)):
+            stages[int(n)] = d
+    return os.path.join(stages[max(stages)] if stages else base, name)
 
 
 def bundle_one(arch, cfg, src, dst):
